@@ -1,0 +1,219 @@
+"""The producer: wires sockets → parse → outbox → broker, plus the ops HTTP server.
+
+:class:`Producer` owns one :class:`~producer.phonet.SocketPool`, one
+:class:`~producer.outbox.Outbox` and one :class:`~producer.amqp.BrokerLink`. Each frame
+is parsed (:mod:`producer.events`), wrapped (:mod:`producer.envelope`) and put in the
+outbox in the socket's task, synchronously: no queue between reading and buffering, so
+order per socket is preserved and a frame is buffered before the next one is read.
+
+Shutdown (:meth:`Producer.stop`, also on SIGTERM/SIGINT via :func:`serve`): readiness goes
+503, sockets close with 1001, the outbox is flushed to the broker for up to
+``PHONET_SHUTDOWN_TIMEOUT`` seconds, then the broker connection and HTTP server close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from types import TracebackType
+
+from producer.amqp import BrokerLink
+from producer.backoff import Backoff
+from producer.config import Settings, mask_url
+from producer.envelope import Envelope, event_envelope
+from producer.events import CallEvent, InvalidReason, metric_event, parse_frame
+from producer.http import Health, OpsServer
+from producer.logs import BurstLog, trimmed
+from producer.metrics import Metrics
+from producer.outbox import Outbox
+from producer.phonet import SocketOptions, SocketPool, SubscriberSocket
+
+log = logging.getLogger("producer")
+
+
+class Producer:
+    """One running service. Use ``async with Producer(settings) as p:`` or start/stop."""
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = s = settings
+        self.metrics = metrics or Metrics()
+        self.outbox = Outbox(s.phonet_buffer_size, on_drop=self._dropped)
+        self.broker = BrokerLink(
+            url=s.amqp_url.get_secret_value(),
+            safe_url=s.safe_amqp_url,
+            exchange=s.phonet_exchange,
+            outbox=self.outbox,
+            metrics=self.metrics,
+            window=s.phonet_publish_window,
+            publish_timeout=s.phonet_publish_timeout,
+            connect_timeout=s.amqp_connect_timeout,
+            backoff=Backoff(
+                min_delay=s.amqp_reconnect_min_delay,
+                max_delay=s.amqp_reconnect_max_delay,
+                initial=s.amqp_reconnect_min_delay,
+                healthy_after=5.0,
+            ),
+        )
+        self.socket_options = SocketOptions(
+            open_timeout=s.phonet_open_timeout,
+            ping_interval=s.phonet_ping_interval,
+            ping_timeout=s.phonet_ping_timeout,
+            max_frame_bytes=s.phonet_max_frame_bytes,
+            reconnect_initial=s.phonet_reconnect_initial_delay,
+            reconnect_min=s.phonet_reconnect_min_delay,
+            reconnect_max=s.phonet_reconnect_max_delay,
+            healthy_after=s.phonet_healthy_after,
+            auth_retry_delay=s.phonet_auth_retry_delay,
+        )
+        self.sockets = SocketPool(self._socket_for, self.metrics)
+        self.http = OpsServer(s.metrics_host, s.metrics_port, self.health, self.metrics.registry)
+        self.shutting_down = False
+        self._broker_task: asyncio.Task[None] | None = None
+        self._invalid_log = BurstLog(log)
+        self._drop_log = BurstLog(log)
+        self._safe_socket_url = mask_url(s.socket_base_url)
+
+    # --- wiring -----------------------------------------------------------------------
+    def _socket_for(self, subscriber: str) -> SubscriberSocket:
+        return SubscriberSocket(
+            subscriber,
+            self.settings.socket_url(subscriber),
+            on_frame=self.on_frame,
+            on_too_large=self._too_large,
+            metrics=self.metrics,
+            options=self.socket_options,
+            safe_url=self._safe_socket_url,
+        )
+
+    def on_frame(self, subscriber: str, payload: bytes, is_text: bool, received: float) -> None:
+        """Parse one frame and buffer its envelope. Never raises for any payload."""
+        parsed = parse_frame(payload, is_text=is_text)
+        if isinstance(parsed, CallEvent):
+            self.metrics.events_received.labels(metric_event(parsed.event)).inc()
+        else:
+            self.metrics.events_received.labels("invalid").inc()
+        envelope = event_envelope(
+            self.settings.phonet_exchange,
+            subscriber,
+            parsed,
+            payload,
+            received=received,
+            wall_ms=time.time_ns() // 1_000_000,
+        )
+        if envelope.kind == "invalid":
+            self._invalid(subscriber, envelope, payload)
+        self.outbox.put(envelope)
+        self.metrics.buffer_events.set(len(self.outbox))
+
+    def _invalid(self, subscriber: str, envelope: Envelope, payload: bytes) -> None:
+        reason = envelope.headers["invalid_reason"]
+        self.metrics.events_invalid.labels(reason).inc()
+        self._invalid_log(
+            logging.WARNING,
+            "invalid frame (%s: %s), published as %s: %s",
+            reason,
+            envelope.headers["invalid_detail"],
+            envelope.routing_key,
+            trimmed(payload),
+            extra={"subscriber": subscriber},
+        )
+
+    def _too_large(self, subscriber: str) -> None:
+        self.metrics.events_invalid.labels(InvalidReason.TOO_LARGE.value).inc()
+        log.warning(
+            "frame larger than PHONET_MAX_FRAME_BYTES=%d; socket closed, frame not kept",
+            self.settings.phonet_max_frame_bytes,
+            extra={"subscriber": subscriber},
+        )
+
+    def _dropped(self, envelope: Envelope) -> None:
+        self.metrics.events_dropped.labels("buffer_full").inc()
+        self._drop_log(
+            logging.ERROR,
+            "buffer full (PHONET_BUFFER_SIZE=%d): dropping the oldest events",
+            self.outbox.capacity,
+        )
+
+    def health(self) -> Health:
+        return Health(
+            amqp_connected=self.broker.connected,
+            sockets_up=self.sockets.connected_count,
+            sockets_total=len(self.sockets),
+            shutting_down=self.shutting_down,
+            buffered=len(self.outbox),
+        )
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Listen for ops HTTP, start the broker link and one socket per subscriber."""
+        await self.http.start()
+        self._broker_task = asyncio.create_task(self.broker.run(), name="amqp")
+        await self.sockets.update(self.settings.subscribers)
+        log.info(
+            "producer started",
+            extra={
+                "subscribers": len(self.settings.subscribers),
+                "exchange": self.settings.phonet_exchange,
+                "amqp_url": self.settings.safe_amqp_url,
+                "metrics_port": self.http.port,
+            },
+        )
+
+    async def stop(self) -> None:
+        """Drain and stop; returns within about ``PHONET_SHUTDOWN_TIMEOUT`` + 2 seconds."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.phonet_shutdown_timeout
+        log.info("shutting down", extra={"buffered": len(self.outbox)})
+        await self.sockets.close(timeout=min(2.0, self.settings.phonet_shutdown_timeout / 4))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                await self.outbox.wait_empty()
+        left = len(self.outbox)
+        if left:
+            self.metrics.events_dropped.labels("shutdown").inc(left)
+            log.error("shutdown: %d events could not be confirmed by the broker", left)
+        self.broker.stop()
+        if self._broker_task is not None:
+            try:
+                # Bounded so the default 8 s budget + 1.5 s stays under Kubernetes' 10 s.
+                async with asyncio.timeout(1.5):
+                    await self._broker_task
+            except TimeoutError:
+                self._broker_task.cancel()
+                await asyncio.wait([self._broker_task])
+        await self.http.close()
+        log.info("stopped", extra={"unconfirmed": left})
+
+    async def __aenter__(self) -> Producer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT, then drain and return the exit code (0)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    producer = Producer(settings)
+    await producer.start()
+    try:
+        await stop.wait()
+        log.info("signal received")
+    finally:
+        await producer.stop()
+    return 0

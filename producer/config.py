@@ -1,0 +1,283 @@
+"""Configuration from the environment, validated once at start.
+
+Every setting is an environment variable whose name is the field name upper-cased
+(``phonet_domain`` is ``PHONET_DOMAIN``). :func:`load_settings` turns any validation
+failure into :class:`~producer.errors.ConfigError` whose text is one line per bad
+setting, naming it, e.g. ``PHONET_SUBSCRIBERS: item 2 is empty``. The README's
+configuration table is generated from the same field descriptions (see
+``tests/unit/test_config.py``, which keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from producer import routing
+from producer.errors import ConfigError
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::\d{1,5})?")
+
+
+class Settings(BaseSettings):
+    """All settings; see the README table for meanings and defaults."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, frozen=True, extra="ignore")
+
+    # --- Phonet -------------------------------------------------------------------------
+    phonet_domain: str = Field(description="PBX API host, also sent as `domain=`")
+    phonet_api_key: SecretStr | None = Field(
+        None, description="the API key (or use PHONET_API_KEY_FILE)"
+    )
+    phonet_api_key_file: Path | None = Field(
+        None, description="a file holding the API key (a k8s Secret mount)"
+    )
+    phonet_subscribers: Annotated[tuple[str, ...], NoDecode] = Field(
+        description="comma-separated extensions or e-mails, one socket each"
+    )
+    phonet_url: str | None = Field(
+        None,
+        description="base socket URL, default `wss://{PHONET_DOMAIN}/live/connector/v3/easy`;"
+        " the query `domain`, `apiKey`, `subscriber` is always added",
+    )
+    phonet_open_timeout: float = Field(10.0, gt=0, description="seconds for a socket handshake")
+    phonet_ping_interval: float = Field(20.0, gt=0, description="seconds between keepalive pings")
+    phonet_ping_timeout: float = Field(20.0, gt=0, description="seconds to wait for a pong")
+    phonet_max_frame_bytes: int = Field(
+        1_048_576, ge=4096, description="largest frame accepted; a larger one closes the socket"
+    )
+    phonet_reconnect_initial_delay: float = Field(
+        5.0, ge=0, description="first reconnect waits a random 0..this (spreads a herd)"
+    )
+    phonet_reconnect_min_delay: float = Field(1.0, gt=0, description="backoff start, seconds")
+    phonet_reconnect_max_delay: float = Field(60.0, gt=0, description="backoff cap, seconds")
+    phonet_healthy_after: float = Field(
+        10.0, ge=0, description="a socket up this long resets its backoff"
+    )
+    phonet_auth_retry_delay: float = Field(
+        60.0, gt=0, description="wait after an HTTP 401/403 handshake before retrying"
+    )
+
+    # --- RabbitMQ -----------------------------------------------------------------------
+    amqp_url: SecretStr = Field(
+        SecretStr(DEFAULT_AMQP_URL), description="broker URL (`amqp://` or `amqps://`)"
+    )
+    phonet_exchange: str = Field(
+        "phonet.events", description="topic exchange, durable, declared at start"
+    )
+    phonet_click2call_queue: str = Field(
+        "phonet.click2call", description="click2call command queue, durable"
+    )
+    amqp_connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection")
+    amqp_reconnect_min_delay: float = Field(0.5, gt=0, description="broker backoff start")
+    amqp_reconnect_max_delay: float = Field(15.0, gt=0, description="broker backoff cap")
+    phonet_buffer_size: int = Field(
+        100_000, ge=10, description="events held in memory while unconfirmed; oldest dropped"
+    )
+    phonet_publish_window: int = Field(
+        1024, ge=1, le=65535, description="publishes awaiting broker confirmation at once"
+    )
+    phonet_publish_timeout: float = Field(
+        30.0, gt=0, description="a confirm not received this long reopens the connection"
+    )
+
+    # --- Service ------------------------------------------------------------------------
+    metrics_host: str = Field("0.0.0.0", description="address of /metrics /healthz /readyz")
+    metrics_port: int = Field(9120, ge=0, le=65535, description="port of the same (0: any free)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR"
+    )
+    log_format: Literal["json", "text"] = Field("json", description="`json` or `text`")
+    phonet_shutdown_timeout: float = Field(
+        8.0, gt=0, description="seconds SIGTERM may spend flushing before exit"
+    )
+
+    # --- validators ---------------------------------------------------------------------
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            return value.upper() if info.field_name == "log_level" else value.lower()
+        return value
+
+    @field_validator("phonet_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip()
+        if not _HOST.fullmatch(value):
+            raise ValueError("must be a host name like acme.phonet.com.ua (no scheme, no path)")
+        return value
+
+    @field_validator("phonet_subscribers", mode="before")
+    @classmethod
+    def _split_subscribers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            items = [item.strip() for item in value.split(",")]
+            if items == [""]:
+                raise ValueError("lists no subscriber")
+            for position, item in enumerate(items, start=1):
+                if not item:
+                    raise ValueError(f"item {position} is empty")
+            return tuple(items)
+        return value
+
+    @field_validator("phonet_subscribers")
+    @classmethod
+    def _check_subscribers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("lists no subscriber")
+        seen: set[str] = set()
+        for item in value:
+            problem = routing.subscriber_token_error(item)
+            if problem:
+                raise ValueError(f"{item[:40]!r} {problem}")
+            if item in seen:
+                raise ValueError(f"{item[:40]!r} is listed twice")
+            seen.add(item)
+        return value
+
+    @field_validator("phonet_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError("must be a ws:// or wss:// URL with a host")
+        if "apikey=" in parts.query.lower():
+            raise ValueError("must not carry apiKey; set PHONET_API_KEY instead")
+        return value.strip()
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _check_amqp(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            # Never echo the URL: it may hold a password.
+            raise ValueError("must be an amqp:// or amqps:// URL with a host")
+        return value
+
+    @field_validator("phonet_exchange", "phonet_click2call_queue")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not value or len(value.encode()) > 255:
+            raise ValueError("must be 1..255 bytes")
+        if value.startswith("amq."):
+            raise ValueError("must not start with 'amq.' (reserved by RabbitMQ)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_together(self) -> Settings:
+        key, key_file = self.phonet_api_key, self.phonet_api_key_file
+        if key is not None and key_file is not None:
+            raise ValueError("PHONET_API_KEY: set PHONET_API_KEY or PHONET_API_KEY_FILE, not both")
+        if key is None and key_file is None:
+            raise ValueError("PHONET_API_KEY: required (or PHONET_API_KEY_FILE)")
+        if key_file is not None:
+            try:
+                text = key_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                raise ValueError(f"PHONET_API_KEY_FILE: cannot read {key_file}: {reason}") from None
+            if not text:
+                raise ValueError(f"PHONET_API_KEY_FILE: {key_file} is empty")
+            object.__setattr__(self, "phonet_api_key", SecretStr(text))
+        elif key is not None and not key.get_secret_value().strip():
+            raise ValueError("PHONET_API_KEY: is empty")
+        if self.phonet_reconnect_min_delay > self.phonet_reconnect_max_delay:
+            raise ValueError(
+                "PHONET_RECONNECT_MIN_DELAY: must not exceed PHONET_RECONNECT_MAX_DELAY"
+            )
+        if self.amqp_reconnect_min_delay > self.amqp_reconnect_max_delay:
+            raise ValueError("AMQP_RECONNECT_MIN_DELAY: must not exceed AMQP_RECONNECT_MAX_DELAY")
+        return self
+
+    # --- derived values -----------------------------------------------------------------
+    @property
+    def api_key(self) -> str:
+        assert self.phonet_api_key is not None  # guaranteed by _check_together
+        return self.phonet_api_key.get_secret_value().strip()
+
+    @property
+    def subscribers(self) -> tuple[str, ...]:
+        return self.phonet_subscribers
+
+    @property
+    def socket_base_url(self) -> str:
+        return self.phonet_url or f"wss://{self.phonet_domain}/live/connector/v3/easy"
+
+    def socket_url(self, subscriber: str) -> str:
+        """The full socket URL for ``subscriber``. It holds the API key: never log it."""
+        return subscriber_url(self.socket_base_url, self.phonet_domain, self.api_key, subscriber)
+
+    @property
+    def safe_amqp_url(self) -> str:
+        return mask_url(self.amqp_url.get_secret_value())
+
+
+def subscriber_url(base: str, domain: str, api_key: str, subscriber: str) -> str:
+    """``base`` with ``domain``, ``apiKey`` and ``subscriber`` added to its query."""
+    parts = urlsplit(base)
+    query = urlencode({"domain": domain, "apiKey": api_key, "subscriber": subscriber})
+    query = f"{parts.query}&{query}" if parts.query else query
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` and any ``apiKey`` value hidden."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        host = netloc.rsplit("@", 1)[1]
+        netloc = f"{user}:***@{host}"
+    query = re.sub(r"(?i)(apikey=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def env_name(field: str) -> str:
+    return field.upper()
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per bad setting: ``NAME: what is wrong``. Values are never echoed."""
+    lines: list[str] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error.get("loc") or ()
+        message = str(error.get("msg", "invalid"))
+        message = message.removeprefix("Value error, ")
+        if error.get("type") == "missing":
+            message = "required (not set)"
+        if loc:
+            lines.append(f"{env_name(str(loc[0]))}: {message}")
+        else:
+            lines.append(message)
+    return "\n".join(dict.fromkeys(lines))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (``overrides`` win) and validate.
+
+    Raises:
+        ConfigError: one line per bad setting, each naming its variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None

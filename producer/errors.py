@@ -1,0 +1,67 @@
+"""Every exception phonet-producer raises on purpose has one root.
+
+The tree::
+
+    PhonetProducerError
+    ├── ConfigError             a setting is missing or wrong; startup stops with one line
+    ├── BrokerUnavailable       RabbitMQ did not answer (the demo and startup checks say so)
+    ├── SpoolError              the spool directory cannot be used
+    └── CommandError            a click2call command was answered with an error
+        ├── InvalidCommand      body not JSON, not an object, a field missing or malformed
+        ├── UnknownSubscriber   the subscriber is not configured on this producer
+        ├── NotConnected        the subscriber's socket stayed down
+        ├── CommandExpired      the command waited in the queue for too long
+        ├── CommandTimeout      the PBX did not answer in time
+        └── PbxRefused          the PBX answered ``{"event": "error"}``
+
+Messages never carry the API key or a URL with credentials: they are built from the
+service's own words and from values the user already sent us (a subscriber, a number).
+"""
+
+from __future__ import annotations
+
+
+class PhonetProducerError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(PhonetProducerError):
+    """A setting is missing or invalid. ``str()`` is one line per bad setting."""
+
+
+class BrokerUnavailable(PhonetProducerError):
+    """RabbitMQ cannot be reached; the message names the URL with its password masked."""
+
+
+class SpoolError(PhonetProducerError):
+    """The spool directory is unusable (not writable, not a directory, locked by another)."""
+
+
+class CommandError(PhonetProducerError):
+    """A click2call command failed; ``result`` is its metric label, ``str()`` the reply text."""
+
+    result = "invalid"
+
+
+class InvalidCommand(CommandError):
+    result = "invalid"
+
+
+class UnknownSubscriber(CommandError):
+    result = "unknown_subscriber"
+
+
+class NotConnected(CommandError):
+    result = "not_connected"
+
+
+class CommandExpired(CommandError):
+    result = "expired"
+
+
+class CommandTimeout(CommandError):
+    result = "timeout"
+
+
+class PbxRefused(CommandError):
+    result = "pbx_error"

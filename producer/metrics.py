@@ -1,0 +1,192 @@
+"""Prometheus metrics, one :class:`Metrics` per running producer (own registry).
+
+Names follow the Prometheus naming guide (``_total`` counters, base units, ``phonet_``
+prefix). Labels are bounded: ``event`` is one of the documented events or ``other``,
+``subscriber`` is one of the configured subscribers, ``reason``/``result`` are fixed
+enumerations. Nothing here ever carries the API key or a URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from producer import __version__
+from producer.events import KNOWN_EVENTS, InvalidReason
+
+EVENT_LABELS = (*sorted(KNOWN_EVENTS), "other", "invalid")
+CLICK2CALL_RESULTS = (
+    "success",
+    "pbx_error",
+    "invalid",
+    "unknown_subscriber",
+    "not_connected",
+    "timeout",
+    "expired",
+)
+DROP_REASONS = ("buffer_full", "spool_full", "shutdown")
+
+# Receive-to-confirm latency on a local broker is sub-millisecond to tens of ms; the
+# tail during an outage is seconds to minutes.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+)
+COMMAND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """All metrics of one producer. Create one per process (or per test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build_info = Info("phonet_build", "Version of phonet-producer", registry=r)
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+
+        self.ws_connected = Gauge(
+            "phonet_ws_connected",
+            "1 while the subscriber's Phonet socket is open",
+            ["subscriber"],
+            registry=r,
+        )
+        self.ws_connects = Counter(
+            "phonet_ws_connects",
+            "Successful socket handshakes (the first and every reconnect)",
+            ["subscriber"],
+            registry=r,
+        )
+        self.ws_disconnects = Counter(
+            "phonet_ws_disconnects",
+            "Sockets closed or failed after being open",
+            ["subscriber"],
+            registry=r,
+        )
+        self.ws_connect_failures = Counter(
+            "phonet_ws_connect_failures",
+            "Handshakes that failed (network, timeout, HTTP status)",
+            ["subscriber"],
+            registry=r,
+        )
+        self.ws_auth_failures = Counter(
+            "phonet_ws_auth_failures",
+            "Handshakes refused with HTTP 401/403 (bad API key or domain)",
+            ["subscriber"],
+            registry=r,
+        )
+        self.amqp_connected = Gauge(
+            "phonet_amqp_connected", "1 while the broker connection is open", registry=r
+        )
+        self.amqp_connects = Counter(
+            "phonet_amqp_connects", "Broker connections opened", registry=r
+        )
+        self.amqp_connect_failures = Counter(
+            "phonet_amqp_connect_failures", "Broker connection attempts that failed", registry=r
+        )
+        self.events_received = Counter(
+            "phonet_events_received", "Frames read from Phonet sockets", ["event"], registry=r
+        )
+        self.events_published = Counter(
+            "phonet_events_published",
+            "Messages confirmed by the broker",
+            ["event"],
+            registry=r,
+        )
+        self.events_invalid = Counter(
+            "phonet_events_invalid",
+            "Frames that are not usable events (published under invalid.*)",
+            ["reason"],
+            registry=r,
+        )
+        self.events_returned = Counter(
+            "phonet_events_returned",
+            "Messages the broker returned as unroutable (no queue bound for the key)",
+            ["event"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "phonet_events_dropped",
+            "Messages dropped unpublished (buffer or spool full, shutdown without broker)",
+            ["reason"],
+            registry=r,
+        )
+        self.publish_retries = Counter(
+            "phonet_publish_retries",
+            "Publishes sent again after a nack or a lost connection",
+            registry=r,
+        )
+        self.buffer_events = Gauge(
+            "phonet_buffer_events", "Messages received and not yet confirmed", registry=r
+        )
+        self.publish_inflight = Gauge(
+            "phonet_publish_inflight", "Publishes awaiting a broker confirmation", registry=r
+        )
+        self.publish_latency = Histogram(
+            "phonet_event_publish_latency_seconds",
+            "From reading a frame to the broker's confirmation",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.click2call_commands = Counter(
+            "phonet_click2call_commands",
+            "click2call commands by outcome",
+            ["result"],
+            registry=r,
+        )
+        self.click2call_latency = Histogram(
+            "phonet_click2call_latency_seconds",
+            "From taking a command off the queue to the PBX's answer",
+            buckets=COMMAND_BUCKETS,
+            registry=r,
+        )
+        # Pre-create label sets so dashboards see zeros instead of missing series.
+        for label in EVENT_LABELS:
+            self.events_received.labels(label)
+            self.events_published.labels(label)
+        for reason in InvalidReason:
+            self.events_invalid.labels(reason.value)
+        for drop in DROP_REASONS:
+            self.events_dropped.labels(drop)
+        for result in CLICK2CALL_RESULTS:
+            self.click2call_commands.labels(result)
+        self.amqp_connected.set(0)
+
+    def add_subscriber(self, subscriber: str) -> None:
+        """Create the per-subscriber series (at 0) when a socket joins."""
+        self.ws_connected.labels(subscriber).set(0)
+        for counter in (
+            self.ws_connects,
+            self.ws_disconnects,
+            self.ws_connect_failures,
+            self.ws_auth_failures,
+        ):
+            counter.labels(subscriber)
+
+    def remove_subscriber(self, subscriber: str) -> None:
+        """Drop the per-subscriber series when a socket leaves (keeps cardinality bounded)."""
+        for metric in (
+            self.ws_connected,
+            self.ws_connects,
+            self.ws_disconnects,
+            self.ws_connect_failures,
+            self.ws_auth_failures,
+        ):
+            with contextlib.suppress(KeyError):
+                metric.remove(subscriber)

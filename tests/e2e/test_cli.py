@@ -1,0 +1,287 @@
+"""The real command line in subprocesses: config errors, SIGTERM, the demo, secrets in logs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from producer.simulator import PhonetSimulator
+from tests.e2e.conftest import SUBSCRIBERS
+from tests.support import Collector, http_get, metric_value, until
+from tests.unit.test_events import SAMPLE
+
+BASE_ENV = {
+    k: v for k, v in os.environ.items() if not k.startswith(("PHONET_", "METRICS_", "LOG_"))
+}
+
+
+def service_env(sim: PhonetSimulator, amqp_url: str, exchange: str, **extra: str) -> dict[str, str]:
+    return {
+        **BASE_ENV,
+        "PHONET_DOMAIN": sim.domain,
+        "PHONET_API_KEY": sim.api_key,
+        "PHONET_SUBSCRIBERS": ",".join(SUBSCRIBERS),
+        "PHONET_URL": sim.url,
+        "AMQP_URL": amqp_url,
+        "PHONET_EXCHANGE": exchange,
+        "METRICS_HOST": "127.0.0.1",
+        "METRICS_PORT": "0",
+        "PHONET_RECONNECT_INITIAL_DELAY": "0.05",
+        **extra,
+    }
+
+
+class Service:
+    """``python -m producer`` in a subprocess, with its stderr collected as it runs."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.env, self.args = env, args
+        self.lines: list[str] = []
+
+    async def start(self) -> Service:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "producer",
+            *self.args,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.lines if line.startswith("{")]
+
+    async def metrics_port(self) -> int:
+        def port() -> int | None:
+            for entry in self.json_lines():
+                if entry.get("msg") == "ops HTTP listening":
+                    return int(entry["port"])
+            return None
+
+        await until(lambda: port() is not None, what="ops HTTP port in the log")
+        found = port()
+        assert found is not None
+        return found
+
+    async def wait(self, timeout: float) -> int:
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+            await self._reader
+        return code
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[list[Service]]:
+    started: list[Service] = []
+    yield started
+    for service in started:
+        await service.kill()
+
+
+async def run(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "producer",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(timeout):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize(
+    ("env", "lines"),
+    [
+        pytest.param(
+            {},
+            ["PHONET_DOMAIN: required (not set)", "PHONET_SUBSCRIBERS: required (not set)"],
+            id="nothing-set",
+        ),
+        pytest.param(
+            {"PHONET_DOMAIN": "a.b", "PHONET_SUBSCRIBERS": "001"},
+            ["PHONET_API_KEY: required (or PHONET_API_KEY_FILE)"],
+            id="no-key",
+        ),
+        pytest.param(
+            {
+                "PHONET_DOMAIN": "a.b",
+                "PHONET_SUBSCRIBERS": "001",
+                "PHONET_API_KEY": "k",
+                "METRICS_PORT": "nine",
+            },
+            ["METRICS_PORT: Input should be a valid integer, unable to parse string as an integer"],
+            id="bad-port",
+        ),
+    ],
+)
+async def test_bad_config_stops_startup_with_a_line_per_setting(
+    env: dict[str, str], lines: list[str]
+) -> None:
+    code, out, err = await run(env={**BASE_ENV, **env})
+    assert code == 2
+    assert out == ""
+    assert err.splitlines() == [f"phonet-producer: config error: {line}" for line in lines]
+
+
+async def test_sigterm_publishes_what_was_received_and_exits_zero(
+    sim: PhonetSimulator,
+    amqp_url: str,
+    exchange_name: str,
+    collector: Collector,
+    services: list[Service],
+) -> None:
+    service = await Service(service_env(sim, amqp_url, exchange_name)).start()
+    services.append(service)
+    await sim.wait_connected(SUBSCRIBERS, timeout=15)
+    port = await service.metrics_port()
+    for n in range(300):
+        await sim.send(SUBSCRIBERS[n % 3], {**SAMPLE, "uuid": f"t{n}"})
+
+    async def received() -> float:
+        _, _, raw = await http_get(port, "/metrics")
+        return sum(
+            metric_value(raw.decode(), "phonet_events_received_total", {"event": e})
+            for e in ("call.dial",)
+        )
+
+    deadline = time.monotonic() + 10
+    while await received() < 300 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    started = time.monotonic()
+    service.proc.send_signal(signal.SIGTERM)
+    assert await service.wait(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    await collector.wait_count(300)
+    assert collector.uuids() == {f"t{n}" for n in range(300)}
+    await sim.wait_disconnected(SUBSCRIBERS, timeout=2)
+    messages = [e.get("msg") for e in service.json_lines()]
+    assert "shutting down" in messages
+    assert "stopped" in messages
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+async def test_api_key_never_reaches_the_logs(
+    sim: PhonetSimulator,
+    amqp_url: str,
+    exchange_name: str,
+    services: list[Service],
+    fmt: str,
+) -> None:
+    """DEBUG logging, an auth failure and a reconnect: the key shows up nowhere."""
+    env = service_env(
+        sim,
+        amqp_url,
+        exchange_name,
+        LOG_LEVEL="DEBUG",
+        LOG_FORMAT=fmt,
+        PHONET_SUBSCRIBERS="001",
+        PHONET_AUTH_RETRY_DELAY="0.2",
+    )
+    sim.refuse_status = 403
+    service = await Service(env).start()
+    services.append(service)
+    await until(lambda: sim.refused[403] >= 2, what="two refusals")
+    sim.refuse_status = None
+    await sim.wait_connected(["001"], timeout=10)
+    await sim.drop("001")
+    await sim.wait_connected(["001"], timeout=10)
+    service.proc.send_signal(signal.SIGTERM)
+    assert await service.wait(timeout=10) == 0
+    log = "\n".join(service.lines)
+    assert "403" in log
+    assert sim.api_key not in log
+    assert "guest:guest" not in log
+
+
+async def test_demo_without_a_broker_says_so_in_one_line() -> None:
+    env = {**BASE_ENV, "AMQP_URL": "amqp://demo:s3cret@127.0.0.1:1/"}
+    code, _out, err = await run("demo", "--seconds", "5", env=env)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "amqp://demo:***@127.0.0.1:1/" in lines[0]
+    assert "s3cret" not in err
+    assert "rabbitmq-server" in lines[0]
+
+
+async def test_demo_shows_calls_flowing(amqp_url: str) -> None:
+    env = {**BASE_ENV, "AMQP_URL": amqp_url}
+    code, out, err = await run(
+        "demo",
+        "--events",
+        "6",
+        "--calls-per-second",
+        "5",
+        "--exchange",
+        "test.demo",
+        env=env,
+        timeout=60,
+    )
+    assert code == 0, err
+    shown = [line for line in out.splitlines() if line.startswith(("call.", "invalid."))]
+    assert len(shown) >= 6
+    assert "demo stopped after" in out
+
+
+async def test_simulator_command_serves_the_endpoint() -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "producer",
+        "simulator",
+        "--port",
+        "0",
+        "--api-key",
+        "k1",
+        "--calls-per-second",
+        "20",
+        "--subscribers",
+        "007",
+        env=BASE_ENV,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        url = first.split(" on ", 1)[1].strip()
+        query = "?domain=demo.phonet.com.ua&apiKey=k1&subscriber=007"
+        async with connect(url + query) as ws:
+            frame = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert frame["event"].startswith("call.")
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url + query.replace("k1", "wrong")):
+                pass
+        assert info.value.response.status_code == 403
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0

@@ -1,0 +1,170 @@
+"""Helpers shared by the end-to-end tests: a consuming collector and an ops HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+
+from producer.app import Producer
+from producer.config import Settings, load_settings
+from producer.simulator import PhonetSimulator
+
+
+@dataclass
+class Received:
+    """One message as a consumer saw it."""
+
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any]
+    message_id: str | None
+    content_type: str | None
+    delivery_mode: int | None
+    app_id: str | None
+    type: str | None
+    timestamp: Any
+    correlation_id: str | None = None
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class Collector:
+    """An exclusive queue bound to ``exchange`` with ``binding``; keeps every message."""
+
+    connection: AbstractConnection
+    exchange: str
+    binding: str = "#"
+    messages: list[Received] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> Collector:
+        channel = await self.connection.channel()
+        exchange = await channel.declare_exchange(
+            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self.queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        await self.queue.bind(exchange, self.binding)
+        await self.queue.consume(self._on_message, no_ack=True)
+        return self
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self.messages.append(
+            Received(
+                routing_key=message.routing_key or "",
+                body=message.body,
+                headers=dict(message.headers),
+                message_id=message.message_id,
+                content_type=message.content_type,
+                delivery_mode=int(message.delivery_mode) if message.delivery_mode else None,
+                app_id=message.app_id,
+                type=message.type,
+                timestamp=message.timestamp,
+                correlation_id=message.correlation_id,
+            )
+        )
+        self._changed.set()
+
+    async def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0
+    ) -> list[Received]:
+        """Wait until ``predicate(messages)`` holds; AssertionError with context on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate(self.messages):
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            keys = [m.routing_key for m in self.messages[-10:]]
+            raise AssertionError(
+                f"timed out after {timeout}s with {len(self.messages)} messages; last: {keys}"
+            ) from None
+        return self.messages
+
+    async def wait_count(self, count: int, timeout: float = 10.0) -> list[Received]:
+        return await self.wait_for(lambda m: len(m) >= count, timeout)
+
+    def uuids(self) -> set[str]:
+        return {m.headers["uuid"] for m in self.messages if "uuid" in m.headers}
+
+
+def producer_settings(
+    sim: PhonetSimulator, amqp_url: str, exchange: str, **overrides: Any
+) -> Settings:
+    """Settings pointing at ``sim`` with test-friendly (fast) reconnect timings."""
+    values: dict[str, Any] = {
+        "phonet_domain": sim.domain,
+        "phonet_api_key": sim.api_key,
+        "phonet_api_key_file": None,
+        "phonet_subscribers": "001",
+        "phonet_url": sim.url,
+        "amqp_url": amqp_url,
+        "phonet_exchange": exchange,
+        "metrics_host": "127.0.0.1",
+        "metrics_port": 0,
+        "phonet_reconnect_initial_delay": 0.05,
+        "phonet_reconnect_min_delay": 0.05,
+        "phonet_reconnect_max_delay": 0.5,
+        "phonet_healthy_after": 0.5,
+        "amqp_reconnect_min_delay": 0.1,
+        "amqp_reconnect_max_delay": 0.5,
+        "phonet_shutdown_timeout": 5.0,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+async def http_get(port: int, path: str, accept: str = "") -> tuple[int, str, bytes]:
+    """``GET path`` on the ops server: ``(status, content_type, body)``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"GET {path} HTTP/1.1\r\nHost: x\r\n"
+    if accept:
+        head += f"Accept: {accept}\r\n"
+    writer.write((head + "\r\n").encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    head_bytes, _, body = raw.partition(b"\r\n\r\n")
+    lines = head_bytes.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    content_type = next(
+        (ln.split(":", 1)[1].strip() for ln in lines if ln.lower().startswith("content-type")), ""
+    )
+    return status, content_type, body
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """The value of one sample in Prometheus text exposition (0.0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and (labels is None or labels.items() <= sample.labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` every 20 ms; AssertionError naming ``what`` on timeout."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what or predicate}"
+        ) from None
+
+
+__all__ = ["Collector", "Producer", "Received", "http_get", "metric_value", "producer_settings"]

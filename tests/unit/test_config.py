@@ -1,0 +1,220 @@
+"""Configuration: each bad setting gives one line naming it; values derive correctly;
+the README documents exactly the settings that exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from producer.config import Settings, load_settings, mask_url, subscriber_url
+from producer.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = {
+    "PHONET_DOMAIN": "acme.phonet.com.ua",
+    "PHONET_API_KEY": "S3Bvc2eNimuQmQWyJt5aEvNjbND1fz0X",
+    "PHONET_SUBSCRIBERS": "001,002,ivan.petrov@example.com",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def load(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_settings()
+
+
+def test_good_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load(monkeypatch, GOOD)
+    assert s.subscribers == ("001", "002", "ivan.petrov@example.com")
+    assert s.api_key == GOOD["PHONET_API_KEY"]
+    assert s.socket_base_url == "wss://acme.phonet.com.ua/live/connector/v3/easy"
+    assert s.phonet_exchange == "phonet.events"
+    assert s.phonet_click2call_queue == "phonet.click2call"
+    assert s.metrics_port == 9120
+    assert s.metrics_host == "0.0.0.0"
+    assert s.log_level == "INFO"
+    assert s.log_format == "json"
+    assert s.safe_amqp_url == "amqp://guest:***@localhost:5672/"
+    assert GOOD["PHONET_API_KEY"] not in repr(s)
+
+
+def test_socket_url_has_the_documented_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load(monkeypatch, GOOD)
+    assert s.socket_url("ivan.petrov@example.com") == (
+        "wss://acme.phonet.com.ua/live/connector/v3/easy?domain=acme.phonet.com.ua"
+        "&apiKey=S3Bvc2eNimuQmQWyJt5aEvNjbND1fz0X&subscriber=ivan.petrov%40example.com"
+    )
+
+
+def test_api_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("from-a-secret\n")
+    env = {k: v for k, v in GOOD.items() if k != "PHONET_API_KEY"}
+    s = load(monkeypatch, {**env, "PHONET_API_KEY_FILE": str(key_file)})
+    assert s.api_key == "from-a-secret"
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        pytest.param({"PHONET_DOMAIN": None}, "PHONET_DOMAIN: required (not set)", id="no-domain"),
+        pytest.param(
+            {"PHONET_DOMAIN": "https://acme.phonet.com.ua"},
+            "PHONET_DOMAIN: must be a host name",
+            id="domain-with-scheme",
+        ),
+        pytest.param(
+            {"PHONET_DOMAIN": "acme/x"}, "PHONET_DOMAIN: must be a host name", id="domain-with-path"
+        ),
+        pytest.param(
+            {"PHONET_API_KEY": None},
+            "PHONET_API_KEY: required (or PHONET_API_KEY_FILE)",
+            id="no-key",
+        ),
+        pytest.param({"PHONET_API_KEY": "  "}, "PHONET_API_KEY: is empty", id="blank-key"),
+        pytest.param(
+            {"PHONET_API_KEY_FILE": "/nonexistent/key"},
+            "PHONET_API_KEY: set PHONET_API_KEY or PHONET_API_KEY_FILE, not both",
+            id="both-keys",
+        ),
+        pytest.param(
+            {"PHONET_API_KEY": None, "PHONET_API_KEY_FILE": "/nonexistent/key"},
+            "PHONET_API_KEY_FILE: cannot read /nonexistent/key: No such file",
+            id="key-file-missing",
+        ),
+        pytest.param(
+            {"PHONET_SUBSCRIBERS": None},
+            "PHONET_SUBSCRIBERS: required (not set)",
+            id="no-subscribers",
+        ),
+        pytest.param(
+            {"PHONET_SUBSCRIBERS": ""},
+            "PHONET_SUBSCRIBERS: lists no subscriber",
+            id="empty-subscribers",
+        ),
+        pytest.param(
+            {"PHONET_SUBSCRIBERS": "001,,002"},
+            "PHONET_SUBSCRIBERS: item 2 is empty",
+            id="empty-item",
+        ),
+        pytest.param(
+            {"PHONET_SUBSCRIBERS": "001,001"},
+            "PHONET_SUBSCRIBERS: '001' is listed twice",
+            id="duplicate",
+        ),
+        pytest.param({"PHONET_SUBSCRIBERS": "a" * 250}, "PHONET_SUBSCRIBERS: 'aaaa", id="too-long"),
+        pytest.param(
+            {"PHONET_URL": "http://x/live"},
+            "PHONET_URL: must be a ws:// or wss://",
+            id="url-scheme",
+        ),
+        pytest.param(
+            {"PHONET_URL": "wss://x/live?apiKey=1"},
+            "PHONET_URL: must not carry apiKey",
+            id="url-with-key",
+        ),
+        pytest.param(
+            {"AMQP_URL": "http://guest:hunter2@x/"},
+            "AMQP_URL: must be an amqp://",
+            id="amqp-scheme",
+        ),
+        pytest.param(
+            {"PHONET_EXCHANGE": "amq.topic"},
+            "PHONET_EXCHANGE: must not start with",
+            id="reserved-exchange",
+        ),
+        pytest.param(
+            {"PHONET_EXCHANGE": ""}, "PHONET_EXCHANGE: must be 1..255 bytes", id="empty-exchange"
+        ),
+        pytest.param(
+            {"METRICS_PORT": "http"},
+            "METRICS_PORT: Input should be a valid integer",
+            id="port-not-int",
+        ),
+        pytest.param(
+            {"METRICS_PORT": "70000"}, "METRICS_PORT: Input should be less than", id="port-range"
+        ),
+        pytest.param({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL: Input should be 'DEBUG'", id="level"),
+        pytest.param(
+            {"LOG_FORMAT": "xml"}, "LOG_FORMAT: Input should be 'json' or 'text'", id="format"
+        ),
+        pytest.param(
+            {"PHONET_BUFFER_SIZE": "0"}, "PHONET_BUFFER_SIZE: Input should be greater", id="buffer"
+        ),
+        pytest.param(
+            {"PHONET_RECONNECT_MIN_DELAY": "99"},
+            "PHONET_RECONNECT_MIN_DELAY: must not exceed",
+            id="min-over-max",
+        ),
+        pytest.param(
+            {"PHONET_SHUTDOWN_TIMEOUT": "-1"},
+            "PHONET_SHUTDOWN_TIMEOUT: Input should be greater than 0",
+            id="timeout",
+        ),
+    ],
+)
+def test_bad_setting_gives_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str | None], line: str
+) -> None:
+    merged = {**GOOD, **env}
+    with pytest.raises(ConfigError) as info:
+        load(monkeypatch, {k: v for k, v in merged.items() if v is not None})
+    lines = str(info.value).splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(line), lines[0]
+
+
+def test_secrets_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(monkeypatch, {**GOOD, "AMQP_URL": "http://user:hunter2@broker/", "METRICS_PORT": "x"})
+    assert "hunter2" not in str(info.value)
+    assert GOOD["PHONET_API_KEY"] not in str(info.value)
+    assert len(str(info.value).splitlines()) == 2
+
+
+def test_case_of_enumerations_is_forgiven(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load(monkeypatch, {**GOOD, "LOG_LEVEL": "debug", "LOG_FORMAT": "TEXT"})
+    assert (s.log_level, s.log_format) == ("DEBUG", "text")
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        pytest.param(
+            "amqp://guest:guest@localhost:5672/", "amqp://guest:***@localhost:5672/", id="password"
+        ),
+        pytest.param("amqps://u:p%40ss@h/vh", "amqps://u:***@h/vh", id="encoded-password"),
+        pytest.param("amqp://localhost/", "amqp://localhost/", id="no-credentials"),
+        pytest.param(
+            "wss://x/live?domain=d&apiKey=SECRET&subscriber=1",
+            "wss://x/live?domain=d&apiKey=***&subscriber=1",
+            id="api-key",
+        ),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_subscriber_url_keeps_an_existing_query() -> None:
+    assert subscriber_url("ws://h:1/p?x=1", "d", "k", "s") == (
+        "ws://h:1/p?x=1&domain=d&apiKey=k&subscriber=s"
+    )
+
+
+def test_readme_documents_every_setting_and_no_other() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `?([A-Z][A-Z0-9_]+)`?", table, flags=re.MULTILINE))
+    documented |= set(re.findall(r"/ `?([A-Z][A-Z0-9_]+)`? \|", table))
+    names = {name.upper() for name in Settings.model_fields}
+    assert names - documented == set(), "settings missing from the README table"
+    assert documented - names == set(), "README documents settings that do not exist"
