@@ -156,7 +156,11 @@ class BrokerLink:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         name = f"phonet-producer@{socket.gethostname()}"
+        first = True
         while not self._stopping.is_set():
+            if not first:
+                self.metrics.amqp_reconnects.inc()
+            first = False
             try:
                 connection = await open_connection(
                     self._url, timeout=self.connect_timeout, name=name

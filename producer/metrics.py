@@ -73,6 +73,12 @@ class Metrics:
             ["subscriber"],
             registry=r,
         )
+        self.ws_reconnects = Counter(
+            "phonet_ws_reconnects",
+            "Connection attempts after a drop or a failed attempt",
+            ["subscriber"],
+            registry=r,
+        )
         self.ws_disconnects = Counter(
             "phonet_ws_disconnects",
             "Sockets closed or failed after being open",
@@ -96,6 +102,11 @@ class Metrics:
         )
         self.amqp_connects = Counter(
             "phonet_amqp_connects", "Broker connections opened", registry=r
+        )
+        self.amqp_reconnects = Counter(
+            "phonet_amqp_reconnects",
+            "Broker connection attempts after a loss or failure",
+            registry=r,
         )
         self.amqp_connect_failures = Counter(
             "phonet_amqp_connect_failures", "Broker connection attempts that failed", registry=r
@@ -160,6 +171,7 @@ class Metrics:
         for label in EVENT_LABELS:
             self.events_received.labels(label)
             self.events_published.labels(label)
+            self.events_returned.labels(label)
         for reason in InvalidReason:
             self.events_invalid.labels(reason.value)
         for drop in DROP_REASONS:
@@ -173,6 +185,7 @@ class Metrics:
         self.ws_connected.labels(subscriber).set(0)
         for counter in (
             self.ws_connects,
+            self.ws_reconnects,
             self.ws_disconnects,
             self.ws_connect_failures,
             self.ws_auth_failures,
@@ -184,6 +197,7 @@ class Metrics:
         for metric in (
             self.ws_connected,
             self.ws_connects,
+            self.ws_reconnects,
             self.ws_disconnects,
             self.ws_connect_failures,
             self.ws_auth_failures,

@@ -224,6 +224,7 @@ class SubscriberSocket:
             if self._closing:
                 return
             await self._sleep(self._backoff.next_delay(auth_failed=auth_failed))
+            self._metrics.ws_reconnects.labels(self.subscriber).inc()
 
     def _opened(self, ws: PhonetConnection) -> None:
         self._ws = ws

@@ -283,7 +283,10 @@ async def test_reconnects_after_the_pbx_drops_sockets(
     assert sim.handshakes["001"] == 2
     assert sim.handshakes["002"] == 3
     _, _, raw = await http_get(producer.http.port, "/metrics")
-    assert metric_value(raw.decode(), "phonet_ws_connects_total", {"subscriber": "002"}) == 3
+    text = raw.decode()
+    assert metric_value(text, "phonet_ws_connects_total", {"subscriber": "002"}) == 3
+    assert metric_value(text, "phonet_ws_reconnects_total", {"subscriber": "002"}) == 2
+    assert metric_value(text, "phonet_ws_disconnects_total", {"subscriber": "002"}) == 2
 
 
 async def test_auth_failure_is_logged_counted_and_retried_slowly(
