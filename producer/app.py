@@ -6,9 +6,13 @@ is parsed (:mod:`producer.events`), wrapped (:mod:`producer.envelope`) and put i
 outbox in the socket's task, synchronously: no queue between reading and buffering, so
 order per socket is preserved and a frame is buffered before the next one is read.
 
+The click2call service (:mod:`producer.click2call`) runs as a broker session hook and sees
+each frame first, to take the PBX's answers to its commands.
+
 Shutdown (:meth:`Producer.stop`, also on SIGTERM/SIGINT via :func:`serve`): readiness goes
-503, sockets close with 1001, the outbox is flushed to the broker for up to
-``PHONET_SHUTDOWN_TIMEOUT`` seconds, then the broker connection and HTTP server close.
+503, the click2call consumer stops (commands in progress finish), sockets close with 1001,
+the outbox is flushed to the broker for up to ``PHONET_SHUTDOWN_TIMEOUT`` seconds, then the
+broker connection and HTTP server close.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from types import TracebackType
 
 from producer.amqp import BrokerLink
 from producer.backoff import Backoff
+from producer.click2call import Click2Call
 from producer.config import Settings, mask_url
 from producer.envelope import Envelope, event_envelope
 from producer.events import CallEvent, InvalidReason, metric_event, parse_frame
@@ -69,6 +74,8 @@ class Producer:
             auth_retry_delay=s.phonet_auth_retry_delay,
         )
         self.sockets = SocketPool(self._socket_for, self.metrics)
+        self.click2call = Click2Call(s, self.sockets, self.outbox, self.metrics)
+        self.broker.session_hooks.append(self.click2call.consume)
         self.http = OpsServer(s.metrics_host, s.metrics_port, self.health, self.metrics.registry)
         self.shutting_down = False
         self._broker_task: asyncio.Task[None] | None = None
@@ -92,6 +99,8 @@ class Producer:
         """Parse one frame and buffer its envelope. Never raises for any payload."""
         parsed = parse_frame(payload, is_text=is_text)
         if isinstance(parsed, CallEvent):
+            if self.click2call.offer(subscriber, parsed):
+                return  # the PBX's answer to a click2call command, not a call event
             self.metrics.events_received.labels(metric_event(parsed.event)).inc()
         else:
             self.metrics.events_received.labels("invalid").inc()
@@ -170,6 +179,8 @@ class Producer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.phonet_shutdown_timeout
         log.info("shutting down", extra={"buffered": len(self.outbox)})
+        # Commands in progress need their socket: let them finish (bounded) first.
+        await self.click2call.stop(timeout=max(0.0, (deadline - loop.time()) / 2))
         await self.sockets.close(timeout=min(2.0, self.settings.phonet_shutdown_timeout / 4))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, deadline - loop.time())):

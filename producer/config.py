@@ -81,6 +81,24 @@ class Settings(BaseSettings):
     phonet_click2call_queue: str = Field(
         "phonet.click2call", description="click2call command queue, durable"
     )
+    phonet_click2call_timeout: float = Field(
+        10.0, gt=0, description="seconds to wait for the PBX's answer to a command"
+    )
+    phonet_click2call_max_age: float = Field(
+        60.0, gt=0, description="a command older than this is answered 'expired', not dialed"
+    )
+    phonet_click2call_prefetch: int = Field(
+        32, ge=1, le=10000, description="commands taken off the queue at once"
+    )
+    phonet_click2call_connect_wait: float = Field(
+        3.0, ge=0, description="seconds a command waits for its subscriber's socket"
+    )
+    phonet_click2call_queue_type: Literal["classic", "quorum"] = Field(
+        "classic", description="`classic` or `quorum`"
+    )
+    phonet_click2call_dead_letter_exchange: str = Field(
+        "", description="exchange for rejected commands (empty: none)"
+    )
     amqp_connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection")
     amqp_reconnect_min_delay: float = Field(0.5, gt=0, description="broker backoff start")
     amqp_reconnect_max_delay: float = Field(15.0, gt=0, description="broker backoff cap")
@@ -106,7 +124,7 @@ class Settings(BaseSettings):
     )
 
     # --- validators ---------------------------------------------------------------------
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "phonet_click2call_queue_type", mode="before")
     @classmethod
     def _case(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):

@@ -122,3 +122,62 @@ def event_envelope(
         kind="invalid",
         received=received,
     )
+
+
+def reply_envelope(
+    reply_to: str,
+    correlation_id: str | None,
+    body: bytes,
+    headers: dict[str, Any],
+    *,
+    message_id: str,
+    received: float,
+    wall_ms: int,
+) -> Envelope:
+    """An RPC reply: default exchange, routing key ``reply_to``, the caller's correlation id."""
+    return Envelope(
+        exchange="",
+        routing_key=reply_to,
+        body=body,
+        message_id=message_id,
+        headers=headers,
+        type="click2call.reply",
+        timestamp=wall_ms // 1000,
+        label="reply",
+        kind="reply",
+        received=received,
+        correlation_id=correlation_id,
+    )
+
+
+def outcome_envelope(
+    exchange: str,
+    subscriber: str | None,
+    outcome: str,
+    body: bytes,
+    headers: dict[str, Any],
+    *,
+    message_id: str,
+    received: float,
+    wall_ms: int,
+) -> Envelope:
+    """A click2call outcome on the events exchange: ``click2call.<outcome>.<token>``.
+
+    ``subscriber`` is None (or does not fit a routing key) when the command did not name a
+    usable one: the token is then ``unknown``.
+    """
+    key = routing.click2call_key(outcome, subscriber) if subscriber else None
+    if key is None or len(key) > routing.MAX_ROUTING_KEY_BYTES:
+        key = f"{routing.CLICK2CALL_PREFIX}.{outcome}.unknown"
+    return Envelope(
+        exchange=exchange,
+        routing_key=key,
+        body=body,
+        message_id=message_id,
+        headers=headers,
+        type=f"click2call.{outcome}",
+        timestamp=wall_ms // 1000,
+        label="click2call",
+        kind="outcome",
+        received=received,
+    )

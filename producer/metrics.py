@@ -17,6 +17,9 @@ from producer import __version__
 from producer.events import KNOWN_EVENTS, InvalidReason
 
 EVENT_LABELS = (*sorted(KNOWN_EVENTS), "other", "invalid")
+"""``event`` label values of frames read from Phonet."""
+PUBLISHED_LABELS = (*EVENT_LABELS, "click2call", "reply")
+"""``event`` label values of what is published: frames, click2call outcomes, RPC replies."""
 CLICK2CALL_RESULTS = (
     "success",
     "pbx_error",
@@ -170,6 +173,7 @@ class Metrics:
         # Pre-create label sets so dashboards see zeros instead of missing series.
         for label in EVENT_LABELS:
             self.events_received.labels(label)
+        for label in PUBLISHED_LABELS:
             self.events_published.labels(label)
             self.events_returned.labels(label)
         for reason in InvalidReason:

@@ -120,6 +120,8 @@ class SubscriberSocket:
         self._backoff = options.backoff()
         self._ws: PhonetConnection | None = None
         self._up = asyncio.Event()
+        self._down = asyncio.Event()
+        self._down.set()
         self._closing = False
         self._wake = asyncio.Event()
         self.auth_failed = False
@@ -138,6 +140,11 @@ class SubscriberSocket:
         except TimeoutError:
             return False
         return self._ws is not None
+
+    async def wait_disconnected(self) -> None:
+        """Return once the socket is down (at once if it is). Used to fail a pending
+        click2call fast when its socket drops; cancellation propagates."""
+        await self._down.wait()
 
     async def send(self, text: str) -> None:
         """Send one text frame. Raises NotConnected if the socket is down or drops."""
@@ -230,6 +237,7 @@ class SubscriberSocket:
         self._ws = ws
         self.auth_failed = False
         self._up.set()
+        self._down.clear()
         self._metrics.ws_connected.labels(self.subscriber).set(1)
         self._metrics.ws_connects.labels(self.subscriber).inc()
         log.info("socket connected", extra={"subscriber": self.subscriber})
@@ -237,6 +245,7 @@ class SubscriberSocket:
     def _closed(self) -> None:
         self._ws = None
         self._up.clear()
+        self._down.set()
         self._metrics.ws_connected.labels(self.subscriber).set(0)
         self._metrics.ws_disconnects.labels(self.subscriber).inc()
 

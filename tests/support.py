@@ -97,6 +97,69 @@ class Collector:
         return {m.headers["uuid"] for m in self.messages if "uuid" in m.headers}
 
 
+class RpcClient:
+    """Publishes commands to a queue and collects replies on a private reply queue."""
+
+    def __init__(self, connection: AbstractConnection, queue: str) -> None:
+        self.connection = connection
+        self.queue = queue
+        self.replies: dict[str, asyncio.Future[Received]] = {}
+
+    async def start(self) -> RpcClient:
+        self.channel = await self.connection.channel()
+        self.reply_queue = await self.channel.declare_queue("", exclusive=True, auto_delete=True)
+        await self.reply_queue.consume(self._on_reply, no_ack=True)
+        return self
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        waiter = self.replies.get(message.correlation_id or "")
+        if waiter is not None and not waiter.done():
+            waiter.set_result(
+                Received(
+                    routing_key=message.routing_key or "",
+                    body=message.body,
+                    headers=dict(message.headers),
+                    message_id=message.message_id,
+                    content_type=message.content_type,
+                    delivery_mode=None,
+                    app_id=message.app_id,
+                    type=message.type,
+                    timestamp=message.timestamp,
+                    correlation_id=message.correlation_id,
+                )
+            )
+
+    async def send(self, body: Any, *, correlation_id: str, **properties: Any) -> None:
+        """Publish one command (dict → JSON); the reply is awaited with :meth:`reply`."""
+        import datetime
+
+        loop = asyncio.get_running_loop()
+        self.replies[correlation_id] = loop.create_future()
+        raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        properties.setdefault("timestamp", datetime.datetime.now(datetime.UTC))
+        await self.channel.default_exchange.publish(
+            aio_pika.Message(
+                raw,
+                correlation_id=correlation_id,
+                reply_to=self.reply_queue.name,
+                content_type="application/json",
+                **properties,
+            ),
+            routing_key=self.queue,
+        )
+
+    async def reply(self, correlation_id: str, timeout: float = 10.0) -> Received:
+        async with asyncio.timeout(timeout):
+            return await self.replies[correlation_id]
+
+    async def call(self, body: Any, timeout: float = 10.0, **properties: Any) -> Received:
+        import uuid
+
+        correlation_id = uuid.uuid4().hex
+        await self.send(body, correlation_id=correlation_id, **properties)
+        return await self.reply(correlation_id, timeout)
+
+
 def producer_settings(
     sim: PhonetSimulator, amqp_url: str, exchange: str, **overrides: Any
 ) -> Settings:

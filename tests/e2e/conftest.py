@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from aio_pika.abc import AbstractConnection
 
 from producer.app import Producer
 from producer.simulator import PhonetSimulator, Quirks
-from tests.support import Collector, producer_settings
+from tests.support import Collector, RpcClient, producer_settings, until
 
 SUBSCRIBERS = ("001", "002", "ivan.petrov@example.com")
 
@@ -37,19 +38,42 @@ async def collector(amqp: AbstractConnection, exchange_name: str) -> Collector:
 
 
 @pytest.fixture
+async def command_queue(amqp: AbstractConnection) -> AsyncIterator[str]:
+    """A fresh click2call queue name per test; the queue is deleted afterwards."""
+    name = f"test.click2call.{uuid.uuid4().hex[:10]}"
+    yield name
+    if not amqp.is_closed:
+        channel = await amqp.channel()
+        await channel.queue_delete(name)
+        await channel.close()
+
+
+@pytest.fixture
+async def rpc(amqp: AbstractConnection, command_queue: str) -> RpcClient:
+    """A click2call client publishing to the test's command queue."""
+    return await RpcClient(amqp, command_queue).start()
+
+
+@pytest.fixture
 async def start_producer(
-    sim: PhonetSimulator, amqp_url: str, exchange_name: str
+    sim: PhonetSimulator, amqp_url: str, exchange_name: str, command_queue: str
 ) -> AsyncIterator[StartProducer]:
     """Start producers pointed at ``sim``; they are stopped after the test."""
     running: list[Producer] = []
 
-    async def start(subscribers: str = ",".join(SUBSCRIBERS), **overrides: Any) -> Producer:
+    async def start(
+        subscribers: str = ",".join(SUBSCRIBERS), *, wait: bool = True, **overrides: Any
+    ) -> Producer:
+        """``wait``: return once the broker link is up and the command queue consumed."""
+        overrides.setdefault("phonet_click2call_queue", command_queue)
         settings = producer_settings(
             sim, amqp_url, exchange_name, phonet_subscribers=subscribers, **overrides
         )
         producer = Producer(settings)
         await producer.start()
         running.append(producer)
+        if wait:
+            await until(lambda: producer.click2call.consuming, what="command queue consumed")
         return producer
 
     yield start
