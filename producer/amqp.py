@@ -38,10 +38,12 @@ from producer import __version__
 from producer.backoff import Backoff
 from producer.envelope import APP_ID, CONTENT_TYPE, Envelope
 from producer.errors import BrokerUnavailable
+from producer.logs import BurstLog
 from producer.metrics import Metrics
 from producer.outbox import Outbox
 
 log = logging.getLogger("producer.amqp")
+_NACK_LOG = BurstLog(log)
 
 SessionHook = Callable[[AbstractConnection], Awaitable[None]]
 """Runs for one connection's lifetime; returning or raising ends that session."""
@@ -136,6 +138,10 @@ class BrokerLink:
         self._publishes: set[asyncio.Task[object]] = set()
         self._last_progress = 0.0
         self._up = asyncio.Event()
+        # A nack means the broker could not take the message (a full queue with
+        # overflow=reject-publish, a failing node): retry, but back off instead of spinning.
+        self._nack_delay = 0.0
+        self._paused_until = 0.0
 
     @property
     def connected(self) -> bool:
@@ -269,6 +275,9 @@ class BrokerLink:
         self._last_progress = loop.time()
         while not lost.done():
             await outbox.wait_ready()
+            pause = self._paused_until - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
             free = window - outbox.inflight
             if free <= 0:
                 self._slot_freed.clear()
@@ -302,6 +311,7 @@ class BrokerLink:
         if exc is None:
             result = task.result()
             self._last_progress = loop.time()
+            self._nack_delay = 0.0
             if self.outbox.confirm(envelope):
                 if isinstance(result, DeliveredMessage):
                     self.metrics.events_returned.labels(envelope.label).inc()
@@ -313,6 +323,12 @@ class BrokerLink:
             self._last_progress = loop.time()
             self.metrics.publish_retries.inc()
             self.outbox.retry(envelope)
+            if loop.time() >= self._paused_until:  # one step per round, not per message
+                self._nack_delay = min(5.0, max(0.05, self._nack_delay * 2))
+                self._paused_until = loop.time() + self._nack_delay
+            _NACK_LOG(
+                logging.WARNING, "broker nacked a publish; retrying in %.2fs", self._nack_delay
+            )
         else:
             # Channel or connection trouble: end the session; rewind() resends it.
             if self._lost is not None and not self._lost.done():

@@ -35,6 +35,7 @@ from producer.logs import BurstLog, trimmed
 from producer.metrics import Metrics
 from producer.outbox import Outbox
 from producer.phonet import SocketOptions, SocketPool, SubscriberSocket
+from producer.spool import Spool
 
 log = logging.getLogger("producer")
 
@@ -45,7 +46,15 @@ class Producer:
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.settings = s = settings
         self.metrics = metrics or Metrics()
-        self.outbox = Outbox(s.phonet_buffer_size, on_drop=self._dropped)
+        self.spool: Spool | None = None
+        if s.phonet_spool_dir is not None:
+            self.spool = Spool(
+                s.phonet_spool_dir,
+                max_bytes=s.phonet_spool_max_bytes,
+                fsync=s.phonet_spool_fsync,
+                on_evict=self._spool_evicted,
+            )
+        self.outbox = Outbox(s.phonet_buffer_size, on_drop=self._dropped, journal=self.spool)
         self.broker = BrokerLink(
             url=s.amqp_url.get_secret_value(),
             safe_url=s.safe_amqp_url,
@@ -79,6 +88,7 @@ class Producer:
         self.http = OpsServer(s.metrics_host, s.metrics_port, self.health, self.metrics.registry)
         self.shutting_down = False
         self._broker_task: asyncio.Task[None] | None = None
+        self._spool_task: asyncio.Task[None] | None = None
         self._invalid_log = BurstLog(log)
         self._drop_log = BurstLog(log)
         self._safe_socket_url = mask_url(s.socket_base_url)
@@ -138,13 +148,23 @@ class Producer:
             extra={"subscriber": subscriber},
         )
 
-    def _dropped(self, envelope: Envelope) -> None:
-        self.metrics.events_dropped.labels("buffer_full").inc()
-        self._drop_log(
-            logging.ERROR,
-            "buffer full (PHONET_BUFFER_SIZE=%d): dropping the oldest events",
-            self.outbox.capacity,
-        )
+    def _dropped(self, envelope: Envelope, reason: str) -> None:
+        self.metrics.events_dropped.labels(reason).inc()
+        if reason == "buffer_full":
+            self._drop_log(
+                logging.ERROR,
+                "buffer full (PHONET_BUFFER_SIZE=%d): dropping the oldest events",
+                self.outbox.capacity,
+            )
+        else:
+            self._drop_log(
+                logging.ERROR,
+                "spool full (PHONET_SPOOL_MAX_BYTES=%d): dropping the oldest events",
+                self.settings.phonet_spool_max_bytes,
+            )
+
+    def _spool_evicted(self, first: int, last: int) -> None:
+        self.outbox.drop_range(first, last, "spool_full")
 
     def health(self) -> Health:
         return Health(
@@ -157,7 +177,14 @@ class Producer:
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
-        """Listen for ops HTTP, start the broker link and one socket per subscriber."""
+        """Recover the spool, listen for ops HTTP, start the broker link and the sockets.
+
+        Raises:
+            SpoolError: the spool directory cannot be used (another producer holds it).
+        """
+        if self.spool is not None:
+            self._recover(self.spool)
+            self._spool_task = asyncio.create_task(self._maintain(self.spool), name="spool")
         await self.http.start()
         self._broker_task = asyncio.create_task(self.broker.run(), name="amqp")
         await self.sockets.update(self.settings.subscribers)
@@ -170,6 +197,33 @@ class Producer:
                 "metrics_port": self.http.port,
             },
         )
+
+    def _recover(self, spool: Spool) -> None:
+        spool.open()
+        found = spool.recover(received=asyncio.get_running_loop().time())
+        self.outbox.advance_seq(found.next_seq)
+        for envelope in found.envelopes:
+            self.outbox.put(envelope, journaled=True)
+        self.metrics.spool_recovered.inc(len(found.envelopes))
+        self.metrics.spool_damaged.inc(found.damaged)
+        self.metrics.spool_bytes.set(spool.bytes)
+        self.metrics.buffer_events.set(len(self.outbox))
+        if found.envelopes or found.damaged:
+            log.info(
+                "recovered unconfirmed events from the spool",
+                extra={"events": len(found.envelopes), "damaged": found.damaged},
+            )
+
+    async def _maintain(self, spool: Spool) -> None:
+        """Checkpoint and (per policy) fsync the spool five times a second, until cancelled."""
+        while True:
+            await asyncio.sleep(0.2)
+            spool.checkpoint(self.outbox.oldest_seq)
+            try:
+                spool.sync()
+            except OSError as exc:  # a full disk must not stop publishing
+                log.error("spool sync failed: %s", exc.strerror)
+            self.metrics.spool_bytes.set(spool.bytes)
 
     async def stop(self) -> None:
         """Drain and stop; returns within about ``PHONET_SHUTDOWN_TIMEOUT`` + 2 seconds."""
@@ -186,7 +240,11 @@ class Producer:
             async with asyncio.timeout(max(0.0, deadline - loop.time())):
                 await self.outbox.wait_empty()
         left = len(self.outbox)
-        if left:
+        if left and self.spool is not None:
+            log.warning(
+                "shutdown: %d unconfirmed events stay in the spool for the next start", left
+            )
+        elif left:
             self.metrics.events_dropped.labels("shutdown").inc(left)
             log.error("shutdown: %d events could not be confirmed by the broker", left)
         self.broker.stop()
@@ -199,6 +257,12 @@ class Producer:
                 self._broker_task.cancel()
                 await asyncio.wait([self._broker_task])
         await self.http.close()
+        if self.spool is not None:
+            if self._spool_task is not None:
+                self._spool_task.cancel()
+                await asyncio.wait([self._spool_task])
+            self.spool.checkpoint(self.outbox.oldest_seq)
+            self.spool.close()
         log.info("stopped", extra={"unconfirmed": left})
 
     async def __aenter__(self) -> Producer:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from producer import __version__
 from producer.config import load_settings
-from producer.errors import ConfigError
+from producer.errors import ConfigError, SpoolError
 from producer.logs import setup_logging
 
 
@@ -119,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return asyncio.run(serve(settings))
+    except SpoolError as exc:
+        print(f"phonet-producer: {exc}", file=sys.stderr)
+        return 2
     except Exception:
         logging.getLogger("producer").exception("fatal error")
         return 1

@@ -112,6 +112,16 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a confirm not received this long reopens the connection"
     )
 
+    phonet_spool_dir: Path | None = Field(
+        None, description="directory where unconfirmed events survive a crash (empty: memory only)"
+    )
+    phonet_spool_max_bytes: int = Field(
+        268_435_456, ge=1_048_576, description="largest size of the spool on disk"
+    )
+    phonet_spool_fsync: Literal["never", "batch", "always"] = Field(
+        "never", description="`never`, `batch` (once a second) or `always` (every event)"
+    )
+
     # --- Service ------------------------------------------------------------------------
     metrics_host: str = Field("0.0.0.0", description="address of /metrics /healthz /readyz")
     metrics_port: int = Field(9120, ge=0, le=65535, description="port of the same (0: any free)")
@@ -124,12 +134,23 @@ class Settings(BaseSettings):
     )
 
     # --- validators ---------------------------------------------------------------------
-    @field_validator("log_level", "log_format", "phonet_click2call_queue_type", mode="before")
+    @field_validator(
+        "log_level",
+        "log_format",
+        "phonet_click2call_queue_type",
+        "phonet_spool_fsync",
+        mode="before",
+    )
     @classmethod
     def _case(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
             return value.upper() if info.field_name == "log_level" else value.lower()
         return value
+
+    @field_validator("phonet_spool_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("phonet_domain")
     @classmethod

@@ -152,6 +152,19 @@ class Metrics:
         self.publish_inflight = Gauge(
             "phonet_publish_inflight", "Publishes awaiting a broker confirmation", registry=r
         )
+        self.spool_bytes = Gauge(
+            "phonet_spool_bytes", "Bytes of the disk spool (0 without PHONET_SPOOL_DIR)", registry=r
+        )
+        self.spool_recovered = Counter(
+            "phonet_spool_recovered_events",
+            "Unconfirmed events loaded from the spool at start",
+            registry=r,
+        )
+        self.spool_damaged = Counter(
+            "phonet_spool_damaged_records",
+            "Damaged spool records skipped at start (a torn tail after a crash counts once)",
+            registry=r,
+        )
         self.publish_latency = Histogram(
             "phonet_event_publish_latency_seconds",
             "From reading a frame to the broker's confirmation",

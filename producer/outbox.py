@@ -8,8 +8,9 @@ connection. An envelope leaves the outbox only when confirmed or dropped, so a b
 outage loses nothing while the buffer has room.
 
 When full, :meth:`put` drops the oldest envelope that is not in flight (the oldest waiting
-one) and reports it to ``on_drop``. No I/O here; an optional :class:`Journal` (the disk
-spool) is told of every append and removal so it can survive a crash.
+one) and reports it to ``on_drop`` with the reason ``buffer_full``. No I/O here; an
+optional :class:`Journal` (the disk spool) is told of every append and removal so it can
+survive a crash.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Outbox:
         self,
         capacity: int,
         *,
-        on_drop: Callable[[Envelope], None] | None = None,
+        on_drop: Callable[[Envelope, str], None] | None = None,
         journal: Journal | None = None,
         first_seq: int = 1,
     ) -> None:
@@ -81,21 +82,44 @@ class Outbox:
         while self._waiting:
             seq = self._waiting.popleft()
             if seq in self._pending and seq not in self._inflight:
-                self._remove(seq, dropped=True)
+                self._remove(seq, dropped="buffer_full")
                 return
         # Everything is in flight: drop the oldest anyway, the bound is the bound.
         seq = next(iter(self._pending))
         self._inflight.discard(seq)
-        self._remove(seq, dropped=True)
+        self._remove(seq, dropped="buffer_full")
 
-    def _remove(self, seq: int, *, dropped: bool) -> Envelope | None:
+    def drop_range(self, first: int, last: int, reason: str) -> int:
+        """Drop every pending envelope with ``first <= seq <= last`` (the spool evicted
+        them); returns how many. They are the oldest, so this walks from the start."""
+        doomed = []
+        for seq in self._pending:
+            if seq > last:
+                break
+            if seq >= first:
+                doomed.append(seq)
+        for seq in doomed:
+            self._inflight.discard(seq)
+            self._remove(seq, dropped=reason)
+        return len(doomed)
+
+    def advance_seq(self, next_seq: int) -> None:
+        """Never hand out a sequence number below ``next_seq`` (the spool used those)."""
+        self._next_seq = max(self._next_seq, next_seq)
+
+    @property
+    def oldest_seq(self) -> int:
+        """The oldest pending sequence number, or the next one when nothing is pending."""
+        return next(iter(self._pending), self._next_seq)
+
+    def _remove(self, seq: int, *, dropped: str | None) -> Envelope | None:
         envelope = self._pending.pop(seq, None)
         if envelope is None:
             return None
         if self._journal is not None:
             self._journal.remove(seq)
-        if dropped and self._on_drop is not None:
-            self._on_drop(envelope)
+        if dropped is not None and self._on_drop is not None:
+            self._on_drop(envelope, dropped)
         if not self._pending:
             self._empty.set()
             self._ready.clear()
@@ -121,7 +145,7 @@ class Outbox:
     def confirm(self, envelope: Envelope) -> bool:
         """The broker confirmed (or returned) it: forget it. False if it was dropped meanwhile."""
         self._inflight.discard(envelope.seq)
-        return self._remove(envelope.seq, dropped=False) is not None
+        return self._remove(envelope.seq, dropped=None) is not None
 
     def retry(self, envelope: Envelope) -> None:
         """The broker nacked it: send it again, before newer envelopes."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,6 +230,79 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str 
         raise AssertionError(
             f"timed out after {timeout}s waiting for {what or predicate}"
         ) from None
+
+
+BASE_ENV = {
+    k: v for k, v in os.environ.items() if not k.startswith(("PHONET_", "METRICS_", "LOG_"))
+}
+
+
+def service_env(sim: PhonetSimulator, amqp_url: str, exchange: str, **extra: str) -> dict[str, str]:
+    return {
+        **BASE_ENV,
+        "PHONET_DOMAIN": sim.domain,
+        "PHONET_API_KEY": sim.api_key,
+        "PHONET_SUBSCRIBERS": "001,002,ivan.petrov@example.com",
+        "PHONET_URL": sim.url,
+        "AMQP_URL": amqp_url,
+        "PHONET_EXCHANGE": exchange,
+        "METRICS_HOST": "127.0.0.1",
+        "METRICS_PORT": "0",
+        "PHONET_RECONNECT_INITIAL_DELAY": "0.05",
+        **extra,
+    }
+
+
+class Service:
+    """``python -m producer`` in a subprocess, with its stderr collected as it runs."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.env, self.args = env, args
+        self.lines: list[str] = []
+
+    async def start(self) -> Service:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "producer",
+            *self.args,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.lines if line.startswith("{")]
+
+    async def metrics_port(self) -> int:
+        def port() -> int | None:
+            for entry in self.json_lines():
+                if entry.get("msg") == "ops HTTP listening":
+                    return int(entry["port"])
+            return None
+
+        await until(lambda: port() is not None, what="ops HTTP port in the log")
+        found = port()
+        assert found is not None
+        return found
+
+    async def wait(self, timeout: float) -> int:
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+            await self._reader
+        return code
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
 
 
 __all__ = ["Collector", "Producer", "Received", "http_get", "metric_value", "producer_settings"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aio_pika.abc import AbstractConnection
 
 from producer.app import Producer
 from producer.simulator import PhonetSimulator, Quirks
+from tests.proxy import TcpProxy
 from tests.support import Collector, RpcClient, producer_settings, until
 
 SUBSCRIBERS = ("001", "002", "ivan.petrov@example.com")
@@ -66,8 +68,9 @@ async def start_producer(
     ) -> Producer:
         """``wait``: return once the broker link is up and the command queue consumed."""
         overrides.setdefault("phonet_click2call_queue", command_queue)
+        url = overrides.pop("amqp_url", amqp_url)
         settings = producer_settings(
-            sim, amqp_url, exchange_name, phonet_subscribers=subscribers, **overrides
+            sim, url, exchange_name, phonet_subscribers=subscribers, **overrides
         )
         producer = Producer(settings)
         await producer.start()
@@ -79,3 +82,12 @@ async def start_producer(
     yield start
     for producer in running:
         await producer.stop()
+
+
+@pytest.fixture
+async def broker_proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy in front of the broker; ``broker_proxy.url(amqp_url)`` goes through it."""
+    parts = urlsplit(amqp_url)
+    proxy = await TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
+    yield proxy
+    await proxy.close()

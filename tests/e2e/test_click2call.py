@@ -352,6 +352,10 @@ async def test_consumer_resumes_after_the_broker_connection_is_closed(
     assert (await rpc.call({"subscriber": "001", "to": NUMBER})).json["event"] == "success"
     assert producer.broker.connection is not None
     await producer.broker.connection.close()  # as if the server had closed it
-    await until(lambda: not producer.broker.connected, what="disconnect noticed")
-    await until(lambda: producer.broker.connected, what="reconnected")
+    registry = producer.metrics.registry
+    await until(
+        lambda: (registry.get_sample_value("phonet_amqp_connects_total") or 0) >= 2,
+        what="reconnected",
+    )
+    await until(lambda: producer.click2call.consuming, what="consuming again")
     assert (await rpc.call({"subscriber": "002", "to": NUMBER})).json["event"] == "success"

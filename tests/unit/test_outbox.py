@@ -19,7 +19,9 @@ def bodies(envelopes: list[Envelope]) -> list[int]:
 
 
 def filled(n: int, capacity: int = 100, dropped: list[Envelope] | None = None) -> Outbox:
-    box = Outbox(capacity, on_drop=(dropped.append if dropped is not None else None))
+    box = Outbox(
+        capacity, on_drop=(lambda e, _reason: dropped.append(e)) if dropped is not None else None
+    )
     for i in range(n):
         box.put(env(i))
     return box

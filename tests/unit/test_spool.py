@@ -1,0 +1,271 @@
+"""The spool: record format (pure) and the segment store on a real directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from producer.envelope import Envelope
+from producer.errors import SpoolError
+from producer.outbox import Outbox
+from producer.spool import Spool
+from producer.spool_format import (
+    HEAD_SIZE,
+    decode,
+    decode_checkpoint,
+    encode,
+    encode_checkpoint,
+)
+
+
+def env(seq: int, body: bytes = b'{"event":"call.dial"}', **kw: object) -> Envelope:
+    values: dict[str, object] = {
+        "exchange": "phonet.events",
+        "routing_key": "call.dial.001",
+        "body": body,
+        "message_id": f"m{seq}",
+        "headers": {"subscriber": "001", "server_time_ms": 1473973201000},
+        "type": "call.dial",
+        "timestamp": 1_700_000_000,
+        "label": "call.dial",
+        "kind": "event",
+        "received": 0.0,
+        "seq": seq,
+    }
+    values.update(kw)
+    return Envelope(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        pytest.param(env(1), id="event"),
+        pytest.param(env(2**40, b""), id="empty-body-big-seq"),
+        pytest.param(env(3, b"\x00\xff" * 5000), id="binary-10k"),
+        pytest.param(
+            env(4, headers={"subscriber": "Олег", "invalid_reason": "bad_json"}),
+            id="unicode-headers",
+        ),
+        pytest.param(
+            env(
+                5,
+                exchange="",
+                routing_key="amq.gen-reply",
+                correlation_id="c-1",
+                kind="reply",
+                label="reply",
+            ),
+            id="rpc-reply",
+        ),
+    ],
+)
+def test_record_roundtrip(envelope: Envelope) -> None:
+    decoded = decode(encode(envelope) * 2, received=7.0)
+    assert not decoded.damaged
+    assert len(decoded.envelopes) == 2
+    back = decoded.envelopes[0]
+    envelope.received = 7.0
+    assert back == envelope
+
+
+def damage(data: bytes, how: str) -> bytes:
+    second = len(encode(env(1)))
+    if how == "torn-header":
+        return data[: second + 5]
+    if how == "torn-payload":
+        return data[:-3]
+    if how == "bad-magic":
+        return data[:second] + b"\x00\x00" + data[second + 2 :]
+    if how == "flipped-bit":
+        i = second + HEAD_SIZE + 20
+        return data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :]
+    if how == "absurd-length":
+        return data[:second] + data[second : second + 2] + b"\xff\xff\xff\xff" + data[second + 6 :]
+    if how == "zeros-appended":
+        return data + b"\x00" * 100
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["torn-header", "torn-payload", "bad-magic", "flipped-bit", "absurd-length", "zeros-appended"],
+)
+def test_damage_stops_at_the_last_good_record(how: str) -> None:
+    data = encode(env(1)) + encode(env(2))
+    decoded = decode(damage(data, how))
+    assert decoded.damaged
+    good = 2 if how == "zeros-appended" else 1
+    assert [e.seq for e in decoded.envelopes] == list(range(1, good + 1))
+    assert decoded.good_bytes == (len(data) if good == 2 else len(encode(env(1))))
+
+
+def test_empty_segment_is_fine() -> None:
+    assert decode(b"") == decode(b"")
+    assert not decode(b"").damaged
+
+
+@pytest.mark.parametrize(
+    ("data", "seq"),
+    [
+        pytest.param(encode_checkpoint(42), 42, id="good"),
+        pytest.param(encode_checkpoint(42)[:-1], 0, id="short"),
+        pytest.param(b"\x00" * 12, 0, id="zeros-bad-crc"),
+        pytest.param(
+            encode_checkpoint(42)[:7] + b"\x01" + encode_checkpoint(42)[8:], 0, id="flipped"
+        ),
+    ],
+)
+def test_checkpoint(data: bytes, seq: int) -> None:
+    assert decode_checkpoint(data) == seq
+
+
+def opened(path: Path, **kw: object) -> Spool:
+    spool = Spool(path, max_bytes=kw.pop("max_bytes", 10_000_000), **kw)  # type: ignore[arg-type]
+    spool.open()
+    return spool
+
+
+def crash(spool: Spool) -> None:
+    """What kill -9 leaves: file descriptors closed by the OS, nothing else done."""
+    for fd in (spool._fd, spool._lock_fd):
+        if fd is not None:
+            os.close(fd)
+
+
+def test_appended_records_are_recovered_after_a_crash(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    spool.recover()
+    for seq in range(1, 101):
+        spool.append(env(seq))
+    crash(spool)
+    again = opened(tmp_path)
+    found = again.recover()
+    assert [e.seq for e in found.envelopes] == list(range(1, 101))
+    assert found.next_seq == 101
+    assert found.damaged == 0
+
+
+def test_confirmed_records_are_not_replayed_and_segments_go(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=1000)
+    spool.recover()
+    for seq in range(1, 201):
+        spool.append(env(seq))
+    segments = len(list(tmp_path.glob("*.seg")))
+    assert segments > 5
+    for seq in range(1, 151):
+        spool.remove(seq)
+    assert len(list(tmp_path.glob("*.seg"))) < segments
+    spool.checkpoint(151)
+    spool.close()
+    found = opened(tmp_path).recover()
+    assert [e.seq for e in found.envelopes] == list(range(151, 201))
+
+
+def test_checkpoint_skips_records_in_a_kept_segment(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    spool.recover()
+    for seq in range(1, 11):
+        spool.append(env(seq))
+    for seq in range(1, 6):
+        spool.remove(seq)
+    spool.checkpoint(6)
+    spool.close()
+    found = opened(tmp_path).recover()
+    assert [e.seq for e in found.envelopes] == [6, 7, 8, 9, 10]
+    assert found.skipped == 5
+
+
+def test_sequence_continues_above_the_checkpoint_when_all_was_confirmed(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    spool.recover()
+    for seq in range(1, 6):
+        spool.append(env(seq))
+        spool.remove(seq)
+    spool.checkpoint(6)
+    spool.close()
+    found = opened(tmp_path).recover()
+    assert found.envelopes == []
+    assert found.next_seq == 6
+    assert list(tmp_path.glob("*.seg")) == []
+
+
+def test_torn_tail_is_cut_counted_and_not_fatal(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    spool.recover()
+    for seq in range(1, 6):
+        spool.append(env(seq))
+    crash(spool)
+    (segment,) = tmp_path.glob("*.seg")
+    whole = segment.read_bytes()
+    segment.write_bytes(whole[:-7])  # the last write was cut short by the crash
+    found = opened(tmp_path).recover()
+    assert [e.seq for e in found.envelopes] == [1, 2, 3, 4]
+    assert found.damaged == 1
+    assert segment.stat().st_size == len(whole) - len(encode(env(5)))  # truncated at the cut
+
+
+def test_over_max_bytes_the_oldest_segment_is_evicted(tmp_path: Path) -> None:
+    evicted: list[tuple[int, int]] = []
+    record = len(encode(env(1)))
+    spool = opened(
+        tmp_path,
+        max_bytes=record * 20,
+        segment_bytes=record * 5,
+        on_evict=lambda a, b: evicted.append((a, b)),
+    )
+    spool.recover()
+    for seq in range(1, 31):
+        spool.append(env(seq))
+        assert spool.bytes <= record * 20 + record * 5
+    assert evicted[0] == (1, 5)
+    assert spool.bytes <= record * 20
+
+
+def test_outbox_and_spool_together(tmp_path: Path) -> None:
+    dropped: list[tuple[int, str]] = []
+    record = len(encode(env(1, message_id="x00")))
+    spool = Spool(tmp_path, max_bytes=record * 10, segment_bytes=record * 2)
+    box = Outbox(1000, journal=spool, on_drop=lambda e, r: dropped.append((e.seq, r)))
+    spool.on_evict = lambda a, b: box.drop_range(a, b, "spool_full")
+    spool.open()
+    box.advance_seq(spool.recover().next_seq)
+    for n in range(12):
+        box.put(env(0, message_id=f"x{n:02d}"))
+    assert [seq for seq, _ in dropped] == [1, 2]
+    assert {reason for _, reason in dropped} == {"spool_full"}
+    batch = box.take(3)
+    for e in batch:
+        box.confirm(e)
+    spool.checkpoint(box.oldest_seq)
+    spool.close()
+    again = Spool(tmp_path, max_bytes=record * 10)
+    again.open()
+    assert [e.seq for e in again.recover().envelopes] == list(range(6, 13))
+
+
+def test_a_second_producer_cannot_use_the_directory(tmp_path: Path) -> None:
+    first = opened(tmp_path)
+    with pytest.raises(SpoolError, match="in use by another producer"):
+        opened(tmp_path)
+    first.close()
+    opened(tmp_path).close()
+
+
+def test_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SpoolError, match="PHONET_SPOOL_DIR"):
+        opened(blocker / "spool")
+
+
+@pytest.mark.parametrize("policy", ["never", "batch", "always"])
+def test_fsync_policies(tmp_path: Path, policy: str) -> None:
+    spool = opened(tmp_path, fsync=policy)
+    spool.recover()
+    for seq in range(1, 4):
+        spool.append(env(seq))
+    spool.sync()
+    spool.close()
+    assert len(opened(tmp_path).recover().envelopes) == 3
