@@ -31,10 +31,10 @@ from typing import Any
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import ChannelFrame, DeliveredMessage
 from pamqp import commands as spec
 
-from producer import __version__
+from producer import __version__, wire
 from producer.backoff import Backoff
 from producer.envelope import APP_ID, CONTENT_TYPE, Envelope
 from producer.errors import BrokerUnavailable
@@ -61,6 +61,22 @@ class SessionLost(Exception):
     """The connection or a channel closed, or confirmations stalled."""
 
 
+def fast_path_available(channel: object) -> bool:
+    """Whether aiormq still exposes what :meth:`BrokerLink._send_batch` relies on."""
+    try:
+        c: Any = channel
+        return (
+            isinstance(c.delivery_tag, int)
+            and isinstance(c.confirmations, dict)
+            and isinstance(c.message_id_delivery_tag, dict)
+            and isinstance(c.write_queue, asyncio.Queue)
+            and isinstance(c.connection.connection_tune.frame_max, int)
+            and callable(c.create_future)
+        )
+    except AttributeError:
+        return False
+
+
 def properties(envelope: Envelope) -> spec.Basic.Properties:
     """AMQP properties: persistent JSON with id, timestamp, app id, type and headers."""
     return spec.Basic.Properties(
@@ -70,7 +86,7 @@ def properties(envelope: Envelope) -> spec.Basic.Properties:
         correlation_id=envelope.correlation_id,
         timestamp=datetime.fromtimestamp(envelope.timestamp, tz=UTC),
         app_id=APP_ID,
-        message_type=envelope.type,
+        message_type=wire.fit_shortstr(envelope.type),
         headers=envelope.headers,
     )
 
@@ -262,7 +278,6 @@ class BrokerLink:
         resent = self.outbox.rewind()
         if resent:
             self.metrics.publish_retries.inc(resent)
-        self.metrics.publish_inflight.set(0)
         try:
             async with asyncio.timeout(2):
                 await connection.close()
@@ -273,6 +288,10 @@ class BrokerLink:
         outbox, window = self.outbox, self.window
         loop = asyncio.get_running_loop()
         self._last_progress = loop.time()
+        fast = fast_path_available(channel)
+        send = self._send_batch if fast else self._send_each
+        if not fast:
+            log.warning("aiormq internals changed: publishing one message at a time (slower)")
         while not lost.done():
             await outbox.wait_ready()
             pause = self._paused_until - loop.time()
@@ -285,25 +304,60 @@ class BrokerLink:
                 continue
             if outbox.inflight == 0:
                 self._last_progress = loop.time()
-            for envelope in outbox.take(free):
-                task = loop.create_task(
-                    channel.basic_publish(
-                        envelope.body,
-                        exchange=envelope.exchange,
-                        routing_key=envelope.routing_key,
-                        properties=properties(envelope),
-                        mandatory=True,
-                        wait=False,
-                    )
-                )
-                self._publishes.add(task)
-                task.add_done_callback(partial(self._published, envelope))
-            self.metrics.publish_inflight.set(outbox.inflight)
-            # Let the publish tasks write and confirms arrive before taking more.
+            await send(channel, outbox.take(free))
+            # Let confirms arrive and frames be read before taking more.
             await asyncio.sleep(0)
 
-    def _published(self, envelope: Envelope, task: asyncio.Task[object]) -> None:
-        self._publishes.discard(task)
+    async def _send_batch(self, channel: aiormq.Channel, batch: list[Envelope]) -> None:
+        """Encode the whole batch (:mod:`producer.wire`) and hand it to aiormq's writer as one
+        frame group, registering one confirmation future per message in aiormq's own table
+        (so acks, nacks, returns and channel closure resolve them as for ``basic_publish``).
+        """
+        number = channel.number
+        frame_max = channel.connection.connection_tune.frame_max
+        frames = []
+        async with channel.lock:  # delivery tags and frame order must match
+            for envelope in batch:
+                channel.delivery_tag += 1
+                tag = channel.delivery_tag
+                confirmation = channel.create_future()
+                channel.confirmations[tag] = confirmation
+                channel.message_id_delivery_tag[envelope.message_id] = tag
+                confirmation.add_done_callback(partial(self._published, envelope, channel, tag))
+                frames.append(wire.publish(envelope, number, frame_max))
+            await channel.write_queue.put(
+                ChannelFrame(payload=b"".join(frames), should_close=False)
+            )
+
+    async def _send_each(self, channel: aiormq.Channel, batch: list[Envelope]) -> None:
+        """The library path, one task per message: used if aiormq's internals change."""
+        loop = asyncio.get_running_loop()
+        for envelope in batch:
+            task = loop.create_task(
+                channel.basic_publish(
+                    envelope.body,
+                    exchange=envelope.exchange,
+                    routing_key=envelope.routing_key,
+                    properties=properties(envelope),
+                    mandatory=True,
+                    wait=False,
+                )
+            )
+            self._publishes.add(task)
+            task.add_done_callback(partial(self._published, envelope, None, 0))
+
+    def _published(
+        self,
+        envelope: Envelope,
+        channel: aiormq.Channel | None,
+        tag: int,
+        task: asyncio.Future[object],
+    ) -> None:
+        if channel is not None:
+            if channel.message_id_delivery_tag.get(envelope.message_id) == tag:
+                del channel.message_id_delivery_tag[envelope.message_id]
+        else:
+            self._publishes.discard(task)
         if task.cancelled():
             return  # the session ended; rewind() resends it
         exc = task.exception()
@@ -317,7 +371,7 @@ class BrokerLink:
                     self.metrics.events_returned.labels(envelope.label).inc()
                     _warn_unroutable(envelope)
                 else:
-                    self.metrics.events_published.labels(envelope.label).inc()
+                    self.metrics.published[envelope.label].inc()
                     self.metrics.publish_latency.observe(loop.time() - envelope.received)
         elif isinstance(exc, aiormq.exceptions.DeliveryError):
             self._last_progress = loop.time()
@@ -333,7 +387,6 @@ class BrokerLink:
             # Channel or connection trouble: end the session; rewind() resends it.
             if self._lost is not None and not self._lost.done():
                 self._lost.set_exception(SessionLost(f"publish failed: {_describe(exc)}"))
-        self.metrics.buffer_events.set(len(self.outbox))
         self._slot_freed.set()
 
     async def _watchdog(self, lost: asyncio.Future[None]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -55,6 +56,7 @@ class Producer:
                 on_evict=self._spool_evicted,
             )
         self.outbox = Outbox(s.phonet_buffer_size, on_drop=self._dropped, journal=self.spool)
+        self.metrics.watch(self.outbox, lambda: self.outbox.inflight)
         self.broker = BrokerLink(
             url=s.amqp_url.get_secret_value(),
             safe_url=s.safe_amqp_url,
@@ -111,9 +113,9 @@ class Producer:
         if isinstance(parsed, CallEvent):
             if self.click2call.offer(subscriber, parsed):
                 return  # the PBX's answer to a click2call command, not a call event
-            self.metrics.events_received.labels(metric_event(parsed.event)).inc()
+            self.metrics.received[metric_event(parsed.event)].inc()
         else:
-            self.metrics.events_received.labels("invalid").inc()
+            self.metrics.received["invalid"].inc()
         envelope = event_envelope(
             self.settings.phonet_exchange,
             subscriber,
@@ -125,7 +127,6 @@ class Producer:
         if envelope.kind == "invalid":
             self._invalid(subscriber, envelope, payload)
         self.outbox.put(envelope)
-        self.metrics.buffer_events.set(len(self.outbox))
 
     def _invalid(self, subscriber: str, envelope: Envelope, payload: bytes) -> None:
         reason = envelope.headers["invalid_reason"]
@@ -207,7 +208,6 @@ class Producer:
         self.metrics.spool_recovered.inc(len(found.envelopes))
         self.metrics.spool_damaged.inc(found.damaged)
         self.metrics.spool_bytes.set(spool.bytes)
-        self.metrics.buffer_events.set(len(self.outbox))
         if found.envelopes or found.damaged:
             log.info(
                 "recovered unconfirmed events from the spool",
@@ -286,6 +286,9 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     producer = Producer(settings)
     await producer.start()
+    # Everything allocated so far lives as long as the process: keep it out of the cyclic
+    # GC's full collections, whose pauses grow with the heap (2,000 sockets' worth).
+    gc.freeze()
     try:
         await stop.wait()
         log.info("signal received")

@@ -129,6 +129,9 @@ class Settings(BaseSettings):
         "INFO", description="DEBUG, INFO, WARNING or ERROR"
     )
     log_format: Literal["json", "text"] = Field("json", description="`json` or `text`")
+    phonet_event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="`auto` (uvloop when installed), `asyncio` or `uvloop`"
+    )
     phonet_shutdown_timeout: float = Field(
         8.0, gt=0, description="seconds SIGTERM may spend flushing before exit"
     )
@@ -139,6 +142,7 @@ class Settings(BaseSettings):
         "log_format",
         "phonet_click2call_queue_type",
         "phonet_spool_fsync",
+        "phonet_event_loop",
         mode="before",
     )
     @classmethod

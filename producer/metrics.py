@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+from collections.abc import Callable, Sized
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -184,10 +185,10 @@ class Metrics:
             registry=r,
         )
         # Pre-create label sets so dashboards see zeros instead of missing series.
-        for label in EVENT_LABELS:
-            self.events_received.labels(label)
+        # Label children looked up once: .labels() costs more than .inc() on the hot path.
+        self.received = {label: self.events_received.labels(label) for label in EVENT_LABELS}
+        self.published = {label: self.events_published.labels(label) for label in PUBLISHED_LABELS}
         for label in PUBLISHED_LABELS:
-            self.events_published.labels(label)
             self.events_returned.labels(label)
         for reason in InvalidReason:
             self.events_invalid.labels(reason.value)
@@ -196,6 +197,11 @@ class Metrics:
         for result in CLICK2CALL_RESULTS:
             self.click2call_commands.labels(result)
         self.amqp_connected.set(0)
+
+    def watch(self, outbox: Sized, inflight: Callable[[], int]) -> None:
+        """Read buffer depth and in-flight count when scraped, not on every event."""
+        self.buffer_events.set_function(lambda: len(outbox))
+        self.publish_inflight.set_function(inflight)
 
     def add_subscriber(self, subscriber: str) -> None:
         """Create the per-subscriber series (at 0) when a socket joins."""

@@ -92,6 +92,8 @@ class PhonetSimulator:
         self.sent: list[tuple[str, str | bytes]] = []
         self.missed: list[tuple[str, str | bytes]] = []
         self.handshakes: collections.Counter[str] = collections.Counter()
+        self.handshake_log: collections.deque[tuple[str, float]] = collections.deque(maxlen=100_000)
+        """``(subscriber, time.monotonic())`` of accepted handshakes, newest last."""
         self.refused: collections.Counter[int] = collections.Counter()
         self.frames_sent = 0
         self._conns: dict[str, set[ServerConnection]] = collections.defaultdict(set)
@@ -157,6 +159,7 @@ class PhonetSimulator:
         else:
             connection.subscriber = subscriber  # type: ignore[attr-defined]
             self.handshakes[subscriber] += 1
+            self.handshake_log.append((subscriber, time.monotonic()))
             return None
         self.refused[status] += 1
         return connection.respond(status, f"HTTP {status}\n")

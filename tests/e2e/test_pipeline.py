@@ -357,3 +357,26 @@ async def test_pool_grows_and_shrinks_at_runtime(
     assert message.headers["subscriber"] == EMAIL
     _, _, raw = await http_get(producer.http.port, "/metrics")
     assert 'subscriber="001"' not in raw.decode()
+
+
+async def test_library_publish_path_is_a_working_fallback(
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    collector: Collector,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If aiormq's internals ever change, publishing falls back to basic_publish per message
+    and still delivers everything with the same contract."""
+    import producer.amqp
+
+    monkeypatch.setattr(producer.amqp, "fast_path_available", lambda _channel: False)
+    await start_producer()
+    await sim.wait_connected(SUBSCRIBERS)
+    for n in range(50):
+        await sim.send(SUBSCRIBERS[n % 3], call(uuid=f"slow{n}"))
+    messages = await collector.wait_count(50)
+    assert {m.headers["uuid"] for m in messages} == {f"slow{n}" for n in range(50)}
+    assert messages[0].delivery_mode == 2
+    assert messages[0].app_id == "phonet-producer"
+    assert any("one message at a time" in r.getMessage() for r in caplog.records)

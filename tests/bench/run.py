@@ -1,0 +1,573 @@
+"""Benchmark: throughput, latency, connection scale and click2call, against baselines.
+
+``python -m tests.bench.run [--quick]`` (from the repository root, broker at AMQP_URL or
+local). Every figure that is compared is measured in the same invocation: the machine is
+shared and noisy, so the table reports ratios. Each part runs in its own processes, as in
+production: the simulator, the producer (``python -m producer``), the naive bridge, the raw
+publisher; this process only drives them and measures. Results go to stdout and to
+``tests/bench/RESULTS.md`` (its "History" section is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import orjson
+
+from producer import __version__
+from producer.config import DEFAULT_AMQP_URL
+from tests.support import http_get
+
+HERE = Path(__file__).resolve().parent
+EXCHANGE = "bench.events"
+SINK = "bench.sink"
+COMMANDS = "bench.click2call"
+BASE_ENV = {
+    k: v for k, v in os.environ.items() if not k.startswith(("PHONET_", "METRICS_", "LOG_"))
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- processes ---------------------------------------------------------------------------
+class SimProc:
+    """``tests/bench/simproc.py`` in a subprocess, one JSON command per line."""
+
+    async def start(self) -> SimProc:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.bench.simproc",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=BASE_ENV,
+        )
+        hello = await self._line()
+        self.url, self.domain, self.key = hello["url"], hello["domain"], "bench-key"
+        return self
+
+    async def _line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        return orjson.loads(await self.proc.stdout.readline())  # type: ignore[no-any-return]
+
+    async def call(self, cmd: str, **args: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(orjson.dumps({"cmd": cmd, **args}) + b"\n")
+        await self.proc.stdin.drain()
+        return await self._line()
+
+    async def wait_connected(self, n: int, timeout: float = 120) -> float:
+        started = time.monotonic()
+        async with asyncio.timeout(timeout):
+            while (await self.call("count"))["connected"] < n:
+                await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b'{"cmd":"quit"}\n')
+            await self.proc.stdin.drain()
+            await asyncio.wait_for(self.proc.wait(), 10)
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@dataclass
+class ProducerProc:
+    sim: SimProc
+    subscribers: list[str]
+    amqp_url: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    async def start(self) -> ProducerProc:
+        self.port = free_port()
+        env = {
+            **BASE_ENV,
+            "PHONET_URL": self.sim.url,
+            "PHONET_DOMAIN": self.sim.domain,
+            "PHONET_API_KEY": self.sim.key,
+            "PHONET_SUBSCRIBERS": ",".join(self.subscribers),
+            "AMQP_URL": self.amqp_url,
+            "PHONET_EXCHANGE": EXCHANGE,
+            "PHONET_CLICK2CALL_QUEUE": COMMANDS,
+            "METRICS_HOST": "127.0.0.1",
+            "METRICS_PORT": str(self.port),
+            "LOG_LEVEL": "WARNING",
+            "PHONET_RECONNECT_INITIAL_DELAY": "0.5",
+            **self.extra,
+        }
+        self.log = open(f"/tmp/bench-producer-{self.port}.log", "wb")  # noqa: SIM115, ASYNC230
+        self.started = time.monotonic()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "producer", env=env, stderr=self.log
+        )
+        return self
+
+    async def ready(self, timeout: float = 120) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                with contextlib.suppress(OSError):
+                    status, _, body = await http_get(self.port, "/readyz")
+                    if status == 200 and orjson.loads(body)["sockets_up"] == len(self.subscribers):
+                        return
+                await asyncio.sleep(0.05)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self.log.close()
+
+
+@contextlib.asynccontextmanager
+async def process(*args: str, ready_line: bool = True) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=BASE_ENV,
+    )
+    try:
+        if ready_line:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 120)
+            assert line.strip() == b"ready", line
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+# --- the broker side ---------------------------------------------------------------------
+class Sink:
+    """A durable queue bound to ``#`` on the bench exchange; counts with passive declares."""
+
+    def __init__(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        self.connection = connection
+
+    async def setup(self) -> Sink:
+        self.channel = await self.connection.channel()
+        exchange = await self.channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self.queue = await self.channel.declare_queue(SINK, durable=True)
+        await self.queue.bind(exchange, "#")
+        await self.queue.purge()
+        return self
+
+    async def count(self) -> int:
+        queue = await self.channel.declare_queue(SINK, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+
+    async def wait_for(self, n: int, since: float, timeout: float = 300) -> float:
+        """Seconds from ``since`` until ``n`` messages are in the queue."""
+        async with asyncio.timeout(timeout):
+            while await self.count() < n:
+                await asyncio.sleep(0.01)
+        return time.perf_counter() - since
+
+    async def purge(self) -> None:
+        await self.queue.purge()
+
+
+# --- the parts ---------------------------------------------------------------------------
+@dataclass
+class Report:
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+async def throughput(amqp_url: str, quick: bool, out: Callable[[str], None]) -> Report:
+    report = Report()
+    total = 6000 if quick else 30000
+    rounds = 1 if quick else 3
+    connection = await aio_pika.connect(amqp_url)
+    sink = await Sink(connection).setup()
+    for n in (1, 10, 200):
+        subs = [f"s{i}" for i in range(n)]
+        per = total // n
+        count = per * n
+        results: dict[str, list[float]] = {"producer": [], "naive": [], "raw": [], "fast": []}
+        for _ in range(rounds):
+            sim = await SimProc().start()
+            try:
+                producer = await ProducerProc(sim, subs, amqp_url).start()
+                await producer.ready()
+                await sim.call("prepare", subscribers=subs, per_subscriber=per)
+                started = time.perf_counter()
+                await sim.call("go")
+                results["producer"].append(count / await sink.wait_for(count, started))
+                await producer.stop()
+                await sink.purge()
+
+                args = (
+                    "tests.bench.naive_bridge",
+                    sim.url,
+                    sim.domain,
+                    sim.key,
+                    amqp_url,
+                    EXCHANGE,
+                    *subs,
+                )
+                async with process(*args):
+                    await sim.call("prepare", subscribers=subs, per_subscriber=per)
+                    started = time.perf_counter()
+                    await sim.call("go")
+                    results["naive"].append(count / await sink.wait_for(count, started))
+                await sink.purge()
+            finally:
+                await sim.close()
+            for name, module in (("raw", "raw_publisher"), ("fast", "fast_publisher")):
+                async with process(
+                    f"tests.bench.{module}", amqp_url, EXCHANGE, str(count), str(n)
+                ) as publisher:
+                    assert publisher.stdin is not None
+                    started = time.perf_counter()
+                    publisher.stdin.write(b"go\n")
+                    await publisher.stdin.drain()
+                    results[name].append(count / await sink.wait_for(count, started))
+                await sink.purge()
+        best = {k: statistics.median(v) for k, v in results.items()}
+        row = [
+            f"{n}",
+            f"{best['producer']:,.0f}",
+            f"{best['naive']:,.0f}",
+            f"{best['raw']:,.0f}",
+            f"{best['fast']:,.0f}",
+            f"{best['producer'] / best['raw']:.2f}",
+            f"{best['producer'] / best['naive']:.1f}",
+            f"{best['producer'] / best['fast']:.2f}",
+        ]
+        report.rows.append(row)
+        out(f"  throughput {n:>3} subscribers: " + "  ".join(row[1:]))
+    await sink.queue.delete(if_unused=False, if_empty=False)
+    await connection.close()
+    return report
+
+
+async def latency(amqp_url: str, quick: bool, out: Callable[[str], None]) -> Report:
+    report = Report()
+    seconds = 3 if quick else 10
+    subs = [f"s{i}" for i in range(10)]
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await channel.declare_queue("", exclusive=True)
+    await queue.bind(exchange, "#")
+    samples: list[float] = []
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        sent = orjson.loads(message.body).get("simSentNs")
+        if sent:
+            samples.append((time.time_ns() - sent) / 1e6)
+
+    await queue.consume(on_message, no_ack=True)
+    sim = await SimProc().start()
+    producer = await ProducerProc(sim, subs, amqp_url).start()
+    try:
+        await producer.ready()
+        for rate in (100, 500, 2000):
+            samples.clear()
+            result = await sim.call("rate", subscribers=subs, rate=rate, seconds=seconds)
+            async with asyncio.timeout(30):
+                while len(samples) < result["sent"]:
+                    await asyncio.sleep(0.05)
+            row = [
+                f"{rate:,}",
+                f"{pct(samples, 0.5):.2f}",
+                f"{pct(samples, 0.99):.2f}",
+                f"{max(samples):.2f}",
+                f"{len(samples)}",
+            ]
+            report.rows.append(row)
+            out(f"  latency {rate:>5} ev/s: p50 {row[1]} ms  p99 {row[2]} ms  max {row[3]} ms")
+    finally:
+        await producer.stop()
+        await sim.close()
+        await connection.close()
+    return report
+
+
+async def scale(amqp_url: str, quick: bool, out: Callable[[str], None]) -> Report:
+    report = Report()
+    n = 2000
+    idle_seconds = 5 if quick else 45  # > PHONET_PING_INTERVAL: keepalives included
+    subs = [f"agent{i:04d}@example.com" for i in range(n)]
+    sim = await SimProc().start()
+    producer = await ProducerProc(
+        sim, subs, amqp_url, {"PHONET_RECONNECT_INITIAL_DELAY": "5"}
+    ).start()
+    try:
+        await sim.wait_connected(n)
+        connect_all = time.monotonic() - producer.started
+        await producer.ready()
+        await asyncio.sleep(2)
+        rss = producer.rss_mb()
+        cpu0, t0 = producer.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(idle_seconds)
+        idle_cpu = (producer.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+        dropped = await sim.call("drop")
+        await asyncio.sleep(1)
+        back = await sim.wait_connected(n, timeout=60) + 1
+        times = sorted((await sim.call("handshakes", since=dropped["at"]))["times"])
+        buckets = [sum(1 for t in times if s <= t < s + 1) for s in range(int(max(times)) + 1)]
+        report.rows.append(
+            [
+                f"{n}",
+                f"{rss:.0f}",
+                f"{idle_cpu:.1f}",
+                f"{connect_all:.1f}",
+                f"{times[0]:.2f}",
+                f"{pct(times, 0.5):.2f}",
+                f"{times[-1]:.2f}",
+                f"{back:.1f}",
+            ]
+        )
+        report.notes.append("reconnects per second after the drop: " + ", ".join(map(str, buckets)))
+        out(f"  scale: {report.rows[-1]}")
+        out(f"  {report.notes[-1]}")
+    finally:
+        await producer.stop()
+        await sim.close()
+    return report
+
+
+async def click2call(amqp_url: str, quick: bool, out: Callable[[str], None]) -> Report:
+    from urllib.parse import urlencode
+
+    from websockets.asyncio.client import connect
+
+    report = Report()
+    count = 100 if quick else 500
+    sim = await SimProc().start()
+    producer = await ProducerProc(sim, ["s0"], amqp_url).start()
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        await producer.ready()
+        channel = await connection.channel()
+        replies = await channel.declare_queue("", exclusive=True)
+        waiting: dict[str, asyncio.Future[bytes]] = {}
+
+        async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            waiting.pop(message.correlation_id or "", asyncio.Future()).set_result(message.body)
+
+        await replies.consume(on_reply, no_ack=True)
+        through: list[float] = []
+        for i in range(count):
+            cid = str(i)
+            waiting[cid] = asyncio.get_running_loop().create_future()
+            started = time.perf_counter()
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    b'{"subscriber":"s0","to":"380991234567"}',
+                    correlation_id=cid,
+                    reply_to=replies.name,
+                    timestamp=datetime.datetime.now(datetime.UTC),
+                ),
+                routing_key=COMMANDS,
+            )
+            body = await asyncio.wait_for(waiting[cid], 10)
+            through.append((time.perf_counter() - started) * 1000)
+            assert b"success" in body, body
+        direct: list[float] = []
+        query = urlencode({"domain": sim.domain, "apiKey": sim.key, "subscriber": "direct"})
+        async with connect(f"{sim.url}?{query}") as ws:
+            for _ in range(count):
+                started = time.perf_counter()
+                await ws.send('{"action":"call","to":"380991234567"}')
+                await ws.recv()
+                direct.append((time.perf_counter() - started) * 1000)
+        for name, values in (("through the producer", through), ("simulator alone", direct)):
+            report.rows.append([name, f"{pct(values, 0.5):.2f}", f"{pct(values, 0.99):.2f}"])
+            out(f"  click2call {name}: p50 {report.rows[-1][1]} ms  p99 {report.rows[-1][2]} ms")
+    finally:
+        await connection.close()
+        await producer.stop()
+        await sim.close()
+    return report
+
+
+# --- results -----------------------------------------------------------------------------
+def machine(amqp_url: str) -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{platform.node()} · {cpu} × {os.cpu_count()} · {platform.system()} "
+        f"{platform.release()} · Python {platform.python_version()} · phonet-producer "
+        f"{__version__} · broker {amqp_url.rsplit('@', 1)[-1]}"
+    )
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render(reports: dict[str, Report], amqp_url: str, quick: bool) -> str:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "# Benchmark results",
+        "",
+        f"Generated by `python -m tests.bench.run{' --quick' if quick else ''}` on {when}.  ",
+        f"Machine: {machine(amqp_url)}.",
+        "",
+        "Figures compared in one row were measured in the same run; the machine is shared, so",
+        "read ratios, not absolute numbers. Targets: producer ≥ 0.85× the raw limit with 10 and",
+        "200 subscribers and ≥ 3× the naive bridge with one; p99 ≤ 5 ms at 500 events/s;",
+        "2,000 sockets under 250 MB RSS, reconnects spread, all back within 30 s.",
+    ]
+    order = ["throughput", "latency", "scale", "click2call"]
+    reports = {k: reports[k] for k in order if k in reports}
+    if "throughput" in reports:
+        parts += [
+            "",
+            "## Throughput (events/s, socket frame → confirmed in a durable queue)",
+            "",
+            table(
+                [
+                    "busy subscribers",
+                    "producer",
+                    "naive bridge",
+                    "raw limit",
+                    "batch publisher alone",
+                    "producer / limit",
+                    "producer / naive",
+                    "producer / batch alone",
+                ],
+                reports["throughput"].rows,
+            ),
+            "",
+            "- *raw limit*: the same bodies published by aio-pika from one process,"
+            " confirms on, 1,000 in flight (the baseline the issue defines).",
+            "- *batch publisher alone*: the producer's own publish path"
+            " (`producer/wire.py` batches) fed from memory, no sockets, no parsing:"
+            " what the broker takes, i.e. the producer's real ceiling.",
+            "- *naive bridge*: one socket per subscriber, one awaited confirmed"
+            " publish per frame (`tests/bench/naive_bridge.py`).",
+        ]
+    if "latency" in reports:
+        parts += [
+            "",
+            "## Latency (simulator send → consumer receive, 10 subscribers)",
+            "",
+            table(["events/s", "p50 ms", "p99 ms", "max ms", "samples"], reports["latency"].rows),
+        ]
+    if "scale" in reports:
+        parts += [
+            "",
+            "## Scale (one producer process)",
+            "",
+            table(
+                [
+                    "sockets",
+                    "RSS MB",
+                    "idle CPU %",
+                    "connect all s",
+                    "first reconnect s",
+                    "median reconnect s",
+                    "last reconnect s",
+                    "all back s",
+                ],
+                reports["scale"].rows,
+            ),
+            "",
+            *[f"- {n}" for n in reports["scale"].notes],
+        ]
+    if "click2call" in reports:
+        parts += [
+            "",
+            "## click2call (command → reply, sequential)",
+            "",
+            table(["path", "p50 ms", "p99 ms"], reports["click2call"].rows),
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def write_results(text: str) -> None:
+    path = HERE / "RESULTS.md"
+    history = ""
+    if path.exists():
+        old = path.read_text(encoding="utf-8")
+        if "\n## History" in old:
+            history = old[old.index("\n## History") :]
+    path.write_text(text + (history or "\n## History\n"), encoding="utf-8")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs, one round each")
+    parser.add_argument(
+        "--only",
+        choices=["throughput", "latency", "scale", "click2call"],
+        action="append",
+        help="run only these parts",
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args()
+    amqp_url = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+    # Quiet parts first: after the throughput runs the broker is still busy with its
+    # message store for a while, which showed up as latency tails.
+    parts = {"latency": latency, "click2call": click2call, "scale": scale, "throughput": throughput}
+    reports: dict[str, Report] = {}
+    for name, run in parts.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"{name}…", flush=True)
+        reports[name] = await run(amqp_url, args.quick, lambda s: print(s, flush=True))
+        await asyncio.sleep(3)  # let the broker settle between parts
+    text = render(reports, amqp_url, args.quick)
+    print()
+    print(text)
+    if not args.no_write and not args.only:
+        write_results(text)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

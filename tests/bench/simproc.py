@@ -1,0 +1,122 @@
+"""The simulator in its own process, driven by JSON lines on stdin (one reply line each).
+
+Commands: ``prepare`` (build frames), ``go`` (send them as fast as possible, one task per
+subscriber), ``rate`` (send at a fixed total rate, frames stamped with ``simSentNs``),
+``count`` (connected subscribers), ``drop`` (close every socket), ``handshakes`` (accepted
+handshake times since a moment), ``quit``. Started by ``tests/bench/run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from producer.simulator import PhonetSimulator
+
+TEMPLATE = {
+    "event": "call.dial",
+    "parentUuid": None,
+    "lgDirection": 4,
+    "leg": {"id": 120, "type": 1, "displayName": "Support Phonet", "ext": "911"},
+    "leg2": None,
+    "otherLegs": [
+        {
+            "id": "29",
+            "name": "Тест",
+            "num": "+380567777777",
+            "companyName": "Рекламное агентство",
+            "url": "https://qwerty.phonet.com.ua/features/crm/contacts/edit.jsp#/?id=1",
+            "priority": 2,
+        }
+    ],
+    "dialAt": 1473973200000,
+    "bridgeAt": None,
+    "serverTime": "1473973201000",
+    "trunkNum": "567850550",
+    "trunkName": "567850550",
+}
+
+
+def frame(uuid: str, **extra: Any) -> str:
+    return orjson.dumps({**TEMPLATE, "uuid": uuid, **extra}).decode()
+
+
+class Driver:
+    def __init__(self, sim: PhonetSimulator) -> None:
+        self.sim = sim
+        self.prepared: dict[str, list[str]] = {}
+
+    async def prepare(self, subscribers: list[str], per_subscriber: int) -> dict[str, Any]:
+        self.prepared = {s: [frame(f"{s}-{n}") for n in range(per_subscriber)] for s in subscribers}
+        return {"frames": per_subscriber * len(subscribers)}
+
+    async def go(self) -> dict[str, Any]:
+        started = time.perf_counter()
+
+        async def one(subscriber: str, frames: list[str]) -> int:
+            sent = 0
+            for text in frames:
+                sent += await self.sim.send(subscriber, text)
+            return sent
+
+        counts = await asyncio.gather(*(one(s, f) for s, f in self.prepared.items()))
+        return {"sent": sum(counts), "seconds": time.perf_counter() - started}
+
+    async def rate(self, subscribers: list[str], rate: float, seconds: float) -> dict[str, Any]:
+        total = int(rate * seconds)
+        start = time.perf_counter()
+        sent = 0
+        for n in range(total):
+            due = start + n / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            subscriber = subscribers[n % len(subscribers)]
+            sent += await self.sim.send(subscriber, frame(f"r{n}", simSentNs=time.time_ns()))
+        return {"sent": sent, "seconds": time.perf_counter() - start}
+
+    async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        cmd = command.pop("cmd")
+        if cmd == "prepare":
+            return await self.prepare(**command)
+        if cmd == "go":
+            return await self.go()
+        if cmd == "rate":
+            return await self.rate(**command)
+        if cmd == "count":
+            return {"connected": len(self.sim.connected_subscribers())}
+        if cmd == "drop":
+            now = time.monotonic()
+            return {"dropped": await self.sim.drop(code=1012), "at": now}
+        if cmd == "handshakes":
+            since = command["since"]
+            return {"times": [t - since for _, t in self.sim.handshake_log if t >= since]}
+        raise ValueError(cmd)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--api-key", default="bench-key")
+    args = parser.parse_args()
+    sim = PhonetSimulator(api_key=args.api_key, record=False)
+    await sim.start()
+    driver = Driver(sim)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print(orjson.dumps({"url": sim.url, "domain": sim.domain}).decode(), flush=True)
+    while line := await reader.readline():
+        command = orjson.loads(line)
+        if command.get("cmd") == "quit":
+            break
+        print(orjson.dumps(await driver.handle(command)).decode(), flush=True)
+    await sim.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
