@@ -1,0 +1,106 @@
+{{/* Chart name, overridable. */}}
+{{- define "phonet-producer.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart, unless the release name already contains the chart name. */}}
+{{- define "phonet-producer.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "phonet-producer.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable for the life of a release. */}}
+{{- define "phonet-producer.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "phonet-producer.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "phonet-producer.labels" -}}
+helm.sh/chart: {{ include "phonet-producer.chart" . }}
+{{ include "phonet-producer.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: producer
+app.kubernetes.io/part-of: phonet-producer
+{{- end }}
+
+{{- define "phonet-producer.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "phonet-producer.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference: repository@digest, else repository:tag (tag defaults to appVersion). */}}
+{{- define "phonet-producer.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* True when the chart must create a Secret (for the API key or the broker URL). */}}
+{{- define "phonet-producer.createSecret" -}}
+{{- if or (not .Values.phonet.existingSecret) (not .Values.amqp.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{- define "phonet-producer.secretName" -}}
+{{- printf "%s-secrets" (include "phonet-producer.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Where the API key comes from: existingSecret/key, or the chart's Secret. */}}
+{{- define "phonet-producer.apiKeySecretName" -}}
+{{- default (include "phonet-producer.secretName" .) .Values.phonet.existingSecret }}
+{{- end }}
+{{- define "phonet-producer.apiKeySecretKey" -}}
+{{- if .Values.phonet.existingSecret }}{{ .Values.phonet.existingSecretKey }}{{ else }}api-key{{ end }}
+{{- end }}
+{{- define "phonet-producer.amqpSecretName" -}}
+{{- default (include "phonet-producer.secretName" .) .Values.amqp.existingSecret }}
+{{- end }}
+{{- define "phonet-producer.amqpSecretKey" -}}
+{{- if .Values.amqp.existingSecret }}{{ .Values.amqp.existingSecretKey }}{{ else }}amqp-url{{ end }}
+{{- end }}
+
+{{/* Settings that are not secret, as environment variables (rendered into the ConfigMap). */}}
+{{- define "phonet-producer.config" -}}
+PHONET_DOMAIN: {{ .Values.phonet.domain | quote }}
+PHONET_SUBSCRIBERS: {{ join "," .Values.phonet.subscribers | quote }}
+{{- with .Values.phonet.url }}
+PHONET_URL: {{ . | quote }}
+{{- end }}
+PHONET_EXCHANGE: {{ .Values.exchange | quote }}
+PHONET_CLICK2CALL_QUEUE: {{ .Values.click2callQueue | quote }}
+METRICS_HOST: "0.0.0.0"
+METRICS_PORT: "9120"
+LOG_LEVEL: {{ .Values.logLevel | quote }}
+LOG_FORMAT: {{ .Values.logFormat | quote }}
+PHONET_SHUTDOWN_TIMEOUT: {{ .Values.shutdownTimeout | quote }}
+{{- if .Values.spool.enabled }}
+PHONET_SPOOL_DIR: "/var/lib/phonet-producer/spool"
+PHONET_SPOOL_MAX_BYTES: {{ .Values.spool.maxBytes | int64 | quote }}
+PHONET_SPOOL_FSYNC: {{ .Values.spool.fsync | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Fail early on values that cannot work together. */}}
+{{- define "phonet-producer.validate" -}}
+{{- if le (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownTimeout) 2 | int) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownTimeout (%v) + 2 so the producer can drain before it is killed" .Values.terminationGracePeriodSeconds .Values.shutdownTimeout) }}
+{{- end }}
+{{- end }}

