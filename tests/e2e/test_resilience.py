@@ -150,7 +150,7 @@ async def test_stalled_confirms_are_detected_by_publish_timeout(
     await all_arrive(collector, sender.delivered)
 
 
-async def test_pbx_dropping_every_socket_under_traffic(
+async def test_pbx_closing_every_socket_under_traffic(
     sim: PhonetSimulator, start_producer: StartProducer, collector: Collector
 ) -> None:
     """What Phonet delivered arrives; what it sent while our socket was down is lost at the
@@ -159,13 +159,35 @@ async def test_pbx_dropping_every_socket_under_traffic(
     await sim.wait_connected(SUBSCRIBERS)
     sender = Sender(sim)
     traffic = asyncio.ensure_future(sender.run(seconds=3, rate=200))
-    for code in (1012, None, 1011):
+    for code in (1012, 1011, 1001):
         await asyncio.sleep(0.6)
         await sim.drop(code=code)
     await traffic
     await all_arrive(collector, sender.delivered)
     assert sender.delivered
     assert not sender.missed & collector.uuids()
+
+
+async def test_abrupt_tcp_loss_of_every_socket(
+    sim: PhonetSimulator, start_producer: StartProducer, collector: Collector
+) -> None:
+    """A reset connection: the sockets come back and traffic flows again. (Frames still in
+    flight at the instant of a TCP reset are lost in the network by TCP itself, so the
+    traffic pauses around the reset.)"""
+    producer = await start_producer()
+    await sim.wait_connected(SUBSCRIBERS)
+    sender = Sender(sim)
+    await sender.send(200)
+    await until(
+        lambda: value(producer, "phonet_events_received_total", {"event": "call.dial"}) == 200,
+        what="all read before the reset",
+    )
+    assert await sim.drop(code=None) == 3
+    await sim.wait_disconnected(SUBSCRIBERS, timeout=5)
+    await sim.wait_connected(SUBSCRIBERS, timeout=10)
+    await sender.send(200)
+    await all_arrive(collector, sender.delivered)
+    assert len(sender.delivered) == 400
 
 
 async def test_full_buffer_drops_the_oldest_and_counts_each(
