@@ -58,6 +58,15 @@ class Scrubber:
 SCRUBBER = Scrubber()
 
 
+def safe_error(exc: BaseException, limit: int = 160) -> str:
+    """An exception as text for a log line or a message: the OS's words when there are some,
+    never a URL (aiormq and websockets put URLs, credentials included, in some messages)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc) or type(exc).__name__
+    return type(exc).__name__ if "://" in text else SCRUBBER(text)[:limit]
+
+
 class ScrubFilter(logging.Filter):
     """Scrubs a record at its source logger. websockets logs each handshake request line
     (with the query, i.e. ``apiKey``) at DEBUG, on both the client and the simulator."""

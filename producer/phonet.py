@@ -29,7 +29,7 @@ from websockets.protocol import Event
 from producer import __version__
 from producer.backoff import Backoff
 from producer.errors import NotConnected
-from producer.logs import SCRUBBER, ScrubFilter
+from producer.logs import ScrubFilter, safe_error
 from producer.metrics import Metrics
 
 log = logging.getLogger("producer.phonet")
@@ -207,8 +207,9 @@ class SubscriberSocket:
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI, EOFError) as exc:
                 self._metrics.ws_connect_failures.labels(self.subscriber).inc()
                 log.warning(
-                    "socket connect failed: %s",
-                    _describe(exc),
+                    "socket connect failed: %s: %s",
+                    type(exc).__name__,
+                    safe_error(exc),
                     extra={"subscriber": self.subscriber, "url": self._safe_url},
                 )
             except Exception:  # a bug or an unforeseen library error: keep the loop alive
@@ -298,15 +299,6 @@ async def _abort(ws: ClientConnection) -> None:
             await ws.close()
     except (TimeoutError, ConnectionClosed, OSError):
         ws.transport.abort()
-
-
-def _describe(exc: BaseException) -> str:
-    """Exception text safe to log: type and errno/message, never a URL."""
-    if isinstance(exc, InvalidURI):
-        return "invalid URL"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{type(exc).__name__}: {exc.strerror}"
-    return SCRUBBER(f"{type(exc).__name__}: {exc}")[:200]
 
 
 class SocketPool:

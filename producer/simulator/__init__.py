@@ -1,6 +1,14 @@
 """The embedded Phonet simulator (demo, tests, benchmarks)."""
 
-from producer.simulator.calls import CallFactory, Quirks, Script, click2call_reply
+from producer.simulator.calls import VENDOR_SAMPLE, CallFactory, Quirks, Script, click2call_reply
 from producer.simulator.server import PhonetSimulator, Reply
 
-__all__ = ["CallFactory", "PhonetSimulator", "Quirks", "Reply", "Script", "click2call_reply"]
+__all__ = [
+    "VENDOR_SAMPLE",
+    "CallFactory",
+    "PhonetSimulator",
+    "Quirks",
+    "Reply",
+    "Script",
+    "click2call_reply",
+]

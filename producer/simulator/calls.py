@@ -24,6 +24,32 @@ from typing import Any
 
 Frame = dict[str, Any]
 
+VENDOR_SAMPLE: Frame = {
+    "event": "call.dial",
+    "uuid": "23-1453990999.41",
+    "parentUuid": None,
+    "lgDirection": 4,
+    "leg": {"id": 120, "type": 1, "displayName": "Support Phonet", "ext": "911"},
+    "leg2": None,
+    "otherLegs": [
+        {
+            "id": "29",
+            "name": "Тест",
+            "num": "+380567777777",
+            "companyName": "Рекламное агентство",
+            "url": "https://qwerty.phonet.com.ua/features/crm/contacts/edit.jsp#/?id=1",
+            "priority": 2,
+        }
+    ],
+    "dialAt": 1473973200000,
+    "bridgeAt": None,
+    "serverTime": "1473973201000",
+    "trunkNum": "567850550",
+    "trunkName": "567850550",
+}
+"""The vendor's documented ``call.dial`` sample, made valid JSON (the original has a trailing
+comma and is split in two snippets)."""
+
 NAMES = ("Тест", "Олена Коваль", "Ivan Petrenko", "Марія Шевченко", "Acme Buyer", "Андрій")
 COMPANIES = ("Рекламное агентство", "Acme Ltd", "ТОВ Світанок", None)
 SCENARIOS = (

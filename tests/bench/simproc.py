@@ -16,30 +16,9 @@ from typing import Any
 
 import orjson
 
-from producer.simulator import PhonetSimulator
+from producer.simulator import VENDOR_SAMPLE, PhonetSimulator
 
-TEMPLATE = {
-    "event": "call.dial",
-    "parentUuid": None,
-    "lgDirection": 4,
-    "leg": {"id": 120, "type": 1, "displayName": "Support Phonet", "ext": "911"},
-    "leg2": None,
-    "otherLegs": [
-        {
-            "id": "29",
-            "name": "Тест",
-            "num": "+380567777777",
-            "companyName": "Рекламное агентство",
-            "url": "https://qwerty.phonet.com.ua/features/crm/contacts/edit.jsp#/?id=1",
-            "priority": 2,
-        }
-    ],
-    "dialAt": 1473973200000,
-    "bridgeAt": None,
-    "serverTime": "1473973201000",
-    "trunkNum": "567850550",
-    "trunkName": "567850550",
-}
+TEMPLATE = {k: v for k, v in VENDOR_SAMPLE.items() if k != "uuid"}
 
 
 def frame(uuid: str, **extra: Any) -> str:

@@ -20,33 +20,10 @@ import orjson
 
 from producer.envelope import event_envelope
 from producer.events import parse_frame
+from producer.simulator import VENDOR_SAMPLE
 from producer.spool_format import encode
 
-FRAME = orjson.dumps(
-    {
-        "event": "call.dial",
-        "uuid": "23-1453990999.41",
-        "parentUuid": None,
-        "lgDirection": 4,
-        "leg": {"id": 120, "type": 1, "displayName": "Support Phonet", "ext": "911"},
-        "leg2": None,
-        "otherLegs": [
-            {
-                "id": "29",
-                "name": "Тест",
-                "num": "+380567777777",
-                "companyName": "Рекламное агентство",
-                "url": "https://qwerty.phonet.com.ua/features/crm/contacts/edit.jsp#/?id=1",
-                "priority": 2,
-            }
-        ],
-        "dialAt": 1473973200000,
-        "bridgeAt": None,
-        "serverTime": "1473973201000",
-        "trunkNum": "567850550",
-        "trunkName": "567850550",
-    }
-)
+FRAME = orjson.dumps(VENDOR_SAMPLE)
 
 
 def envelopes(n: int):  # type: ignore[no-untyped-def]

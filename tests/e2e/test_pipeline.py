@@ -368,9 +368,9 @@ async def test_library_publish_path_is_a_working_fallback(
 ) -> None:
     """If aiormq's internals ever change, publishing falls back to basic_publish per message
     and still delivers everything with the same contract."""
-    import producer.amqp
+    import producer.publisher
 
-    monkeypatch.setattr(producer.amqp, "fast_path_available", lambda _channel: False)
+    monkeypatch.setattr(producer.publisher, "fast_path_available", lambda _channel: False)
     await start_producer()
     await sim.wait_connected(SUBSCRIBERS)
     for n in range(50):
