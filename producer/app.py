@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import time
 from types import TracebackType
@@ -30,6 +31,7 @@ from producer.backoff import Backoff
 from producer.click2call import Click2Call
 from producer.config import Settings, mask_url
 from producer.envelope import Envelope, event_envelope
+from producer.errors import ConfigError
 from producer.events import CallEvent, InvalidReason, metric_event, parse_frame
 from producer.http import Health, OpsServer
 from producer.logs import BurstLog, trimmed
@@ -181,12 +183,19 @@ class Producer:
         """Recover the spool, listen for ops HTTP, start the broker link and the sockets.
 
         Raises:
+            ConfigError: the ops HTTP port cannot be bound.
             SpoolError: the spool directory cannot be used (another producer holds it).
         """
+        try:
+            await self.http.start()
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(
+                f"METRICS_PORT: cannot listen on {self.http.host}:{self.http.port}: {reason}"
+            ) from None
         if self.spool is not None:
             self._recover(self.spool)
             self._spool_task = asyncio.create_task(self._maintain(self.spool), name="spool")
-        await self.http.start()
         self._broker_task = asyncio.create_task(self.broker.run(), name="amqp")
         await self.sockets.update(self.settings.subscribers)
         log.info(

@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return run(serve(settings))
+    except ConfigError as exc:
+        print(f"phonet-producer: config error: {exc}", file=sys.stderr)
+        return 2
     except SpoolError as exc:
         print(f"phonet-producer: {exc}", file=sys.stderr)
         return 2

@@ -200,14 +200,15 @@ class Click2Call:
         return channel, queue
 
     async def stop(self, timeout: float) -> None:
-        """Stop taking commands and wait up to ``timeout`` for those in progress."""
-        self._accepting = False
+        """Stop taking commands; the one being dialed on each socket finishes (up to
+        ``timeout`` seconds), the ones waiting their turn go back to the queue."""
         consuming = self._consuming
         if consuming is not None:
             queue, tag = consuming
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
                     await queue.cancel(tag)
+        self._accepting = False  # after the cancel: a given-back command is not redelivered here
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
@@ -232,9 +233,10 @@ class Click2Call:
         outcome: CommandError | None = None
         pbx_message: str | None = None
         answered = False
+        if not self._accepting:
+            await self._give_back(message)
+            return
         try:
-            if not self._accepting:
-                raise NotConnected("producer shutting down")
             command = parse_command(message.body, self.sockets)
             fields = command_fields(command)
 
@@ -257,6 +259,9 @@ class Click2Call:
                 return
             line = self._line(command.subscriber)
             async with line.turn():
+                if not self._accepting:
+                    await self._give_back(message)
+                    return
                 check_fresh()  # again: it may have waited for its turn
                 sock = self.sockets.get(command.subscriber)
                 if sock is None or not await sock.wait_connected(s.phonet_click2call_connect_wait):
@@ -281,6 +286,12 @@ class Click2Call:
         self._answer(message, fields, outcome, pbx_message, received=started)
         if answered:
             self.metrics.click2call_latency.observe(loop.time() - started)
+
+    async def _give_back(self, message: AbstractIncomingMessage) -> None:
+        """Shutting down before this command was dialed: back to the queue for the next
+        producer. The consumer is already cancelled, so it cannot come back here in a loop."""
+        with contextlib.suppress(Exception):
+            await message.reject(requeue=True)
 
     def _remember(self, identity: str) -> None:
         self._dialed[identity] = None

@@ -164,6 +164,8 @@ class SubscriberSocket:
                     await self._read(ws)
                 except ConnectionClosed as exc:
                     self._log_closed(exc)
+                except Exception:  # a bug must cost one connection, not the socket task
+                    log.exception("socket reader failed", extra={"subscriber": self.subscriber})
 
     async def _connections(self) -> AsyncGenerator[PhonetConnection, None]:
         loop = asyncio.get_running_loop()

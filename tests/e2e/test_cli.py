@@ -83,6 +83,23 @@ async def test_bad_config_stops_startup_with_a_line_per_setting(
     assert err.splitlines() == [f"phonet-producer: config error: {line}" for line in lines]
 
 
+async def test_a_busy_metrics_port_is_one_line_naming_the_setting(
+    sim: PhonetSimulator, amqp_url: str, exchange_name: str
+) -> None:
+    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = blocker.sockets[0].getsockname()[1]
+    try:
+        env = service_env(sim, amqp_url, exchange_name, METRICS_PORT=str(port))
+        code, _, err = await run(env=env)
+    finally:
+        blocker.close()
+    assert code == 2
+    assert err.splitlines() == [
+        f"phonet-producer: config error: METRICS_PORT: cannot listen on 127.0.0.1:{port}:"
+        " Address already in use"
+    ]
+
+
 async def test_sigterm_publishes_what_was_received_and_exits_zero(
     sim: PhonetSimulator,
     amqp_url: str,

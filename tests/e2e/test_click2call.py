@@ -359,3 +359,32 @@ async def test_consumer_resumes_after_the_broker_connection_is_closed(
     )
     await until(lambda: producer.click2call.consuming, what="consuming again")
     assert (await rpc.call({"subscriber": "002", "to": NUMBER})).json["event"] == "success"
+
+
+async def test_shutdown_finishes_the_command_in_flight_and_gives_back_the_waiting_ones(
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    rpc: RpcClient,
+    amqp: AbstractConnection,
+    command_queue: str,
+) -> None:
+    async def slow_pbx(subscriber: str, action: dict[str, Any]) -> Reply:
+        await asyncio.sleep(0.8)
+        return Reply({"event": "success"})
+
+    sim.on_action = slow_pbx
+    producer = await start_producer()
+    await sim.wait_connected(SUBSCRIBERS)
+    first = asyncio.ensure_future(rpc.call({"subscriber": "001", "to": "380990000001"}))
+    await until(lambda: len(sim.actions) == 1, what="the first command dialed")
+    for n in (2, 3):
+        await rpc.send({"subscriber": "001", "to": f"38099000000{n}"}, correlation_id=f"w{n}")
+    await asyncio.sleep(0.2)  # both taken off the queue, waiting their turn
+    await producer.stop()
+    assert (await first).json["event"] == "success"
+    assert [a["to"] for _, a in sim.actions] == ["380990000001"]
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(command_queue, passive=True)
+    assert queue.declaration_result.message_count == 2  # given back, undialed
+    assert not rpc.replies["w2"].done()
+    assert not rpc.replies["w3"].done()
