@@ -71,7 +71,10 @@ def container(kinds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 SETS = [
     pytest.param({}, id="defaults"),
     pytest.param(INLINE, id="inline-credentials"),
-    pytest.param(PRODUCTION, id="production"),
+    *(
+        pytest.param(helm.values_from_yaml(path.read_text()), id=path.stem)
+        for path in sorted((CHART / "ci").glob("*-values.yaml"))
+    ),
 ]
 
 
