@@ -239,7 +239,21 @@ class Journal:
             " bridge_at_ms, server_time_ms, body FROM events WHERE call_id = ?",
             (call_id,),
         ).fetchall()
-        return [Event(*row[:9], body=json.loads(row[9])) for row in rows]
+        return [
+            Event(
+                message_id=r[0],
+                uuid=r[1],
+                parent_uuid=r[2],
+                subscriber=r[3],
+                event=r[4],
+                direction=r[5],
+                dial_at_ms=r[6],
+                bridge_at_ms=r[7],
+                server_time_ms=r[8],
+                body=json.loads(r[9]),
+            )
+            for r in rows
+        ]
 
     def calls(self, day: str) -> list[sqlite3.Row]:
         self.db.row_factory = sqlite3.Row

@@ -169,7 +169,8 @@ class CallCard:
     async def click2call(self, subscriber: str, to: str) -> dict[str, Any]:
         """Send one command through phonet-producer and wait for its reply."""
         correlation_id = uuid.uuid4().hex
-        answer = self.waiting[correlation_id] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiting[correlation_id] = answer
         try:
             await self.rpc.default_exchange.publish(
                 aio_pika.Message(
