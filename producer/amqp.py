@@ -102,9 +102,11 @@ class BrokerLink:
 
     @property
     def connected(self) -> bool:
+        """True while a session is up (exchange declared, publisher running)."""
         return self._up.is_set()
 
     async def wait_connected(self, timeout: float) -> bool:
+        """True once connected; False after ``timeout`` seconds. Cancellation propagates."""
         try:
             async with asyncio.timeout(timeout):
                 await self._up.wait()
@@ -117,6 +119,8 @@ class BrokerLink:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Connect, run sessions, reconnect with backoff, until :meth:`stop`; then close
+        the connection and return. Cancellation closes the connection and propagates."""
         loop = asyncio.get_running_loop()
         name = f"phonet-producer@{socket.gethostname()}"
         first = True

@@ -135,6 +135,7 @@ class OpsServer:
         return self.port
 
     async def close(self) -> None:
+        """Stop listening and wait for open requests to end (each is bounded to 5 s)."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

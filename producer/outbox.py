@@ -186,5 +186,6 @@ class Outbox:
             await self._ready.wait()
 
     async def wait_empty(self) -> None:
-        """Wait until every envelope is confirmed or dropped."""
+        """Wait until every envelope is confirmed or dropped (callers bound it with a
+        timeout). Cancellation leaves the outbox unchanged."""
         await self._empty.wait()

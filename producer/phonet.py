@@ -128,6 +128,7 @@ class SubscriberSocket:
 
     @property
     def connected(self) -> bool:
+        """True while the socket is open."""
         return self._ws is not None
 
     async def wait_connected(self, timeout: float) -> bool:

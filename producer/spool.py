@@ -209,6 +209,7 @@ class Spool:
             self._dirty = False
 
     def close(self) -> None:
+        """Checkpoint, fsync per policy, close the files and release the directory lock."""
         self.sync()
         if self._fd is not None:
             if self.fsync != "never":

@@ -109,6 +109,8 @@ class PhonetSimulator:
         return f"ws://{self.host}:{self.port}{PATH}"
 
     async def start(self) -> None:
+        """Listen (``port`` 0 picks a free one, then ``port`` holds it); start traffic when
+        ``calls_per_second`` is set."""
         self._server = await serve(
             self._handle,
             self.host,
@@ -124,6 +126,7 @@ class PhonetSimulator:
             self.start_traffic(self.calls_per_second)
 
     async def close(self) -> None:
+        """Stop traffic and scheduled answers, close every socket and stop listening."""
         await self.stop_traffic()
         for task in list(self._plays):
             task.cancel()
@@ -216,6 +219,7 @@ class PhonetSimulator:
             await self._changed.wait_for(lambda: wanted <= self.connected_subscribers())
 
     async def wait_disconnected(self, subscribers: Iterable[str], timeout: float = 10.0) -> None:
+        """Wait until none of ``subscribers`` has an open socket (TimeoutError)."""
         wanted = set(subscribers)
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: not wanted & self.connected_subscribers())
@@ -273,6 +277,7 @@ class PhonetSimulator:
             self._traffic = asyncio.create_task(self._generate(), name="simulator:traffic")
 
     async def stop_traffic(self) -> None:
+        """Stop generating new calls (calls already playing finish)."""
         if self._traffic is not None:
             self._traffic.cancel()
             await asyncio.wait([self._traffic])
