@@ -42,7 +42,6 @@ _TRANSIENT = (
     TimeoutError,
     aiormq.exceptions.AMQPError,
     aio_pika.exceptions.AMQPException,
-    ConnectionError,
 )
 
 

@@ -124,7 +124,6 @@ class SubscriberSocket:
         self._down.set()
         self._closing = False
         self._wake = asyncio.Event()
-        self.auth_failed = False
 
     @property
     def connected(self) -> bool:
@@ -193,7 +192,6 @@ class SubscriberSocket:
                 auth_failed = status in (401, 403)
                 self._metrics.ws_connect_failures.labels(self.subscriber).inc()
                 if auth_failed:
-                    self.auth_failed = True
                     self._metrics.ws_auth_failures.labels(self.subscriber).inc()
                     log.error(
                         "Phonet refused the API key or domain (HTTP %d); check PHONET_API_KEY"
@@ -239,7 +237,6 @@ class SubscriberSocket:
 
     def _opened(self, ws: PhonetConnection) -> None:
         self._ws = ws
-        self.auth_failed = False
         self._up.set()
         self._down.clear()
         self._metrics.ws_connected.labels(self.subscriber).set(1)

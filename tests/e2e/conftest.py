@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractConnection
 from producer.app import Producer
 from producer.simulator import PhonetSimulator, Quirks
 from tests.proxy import TcpProxy
-from tests.support import Collector, RpcClient, producer_settings, until
+from tests.support import Collector, RpcClient, Service, producer_settings, until
 
 SUBSCRIBERS = ("001", "002", "ivan.petrov@example.com")
 
@@ -82,6 +82,15 @@ async def start_producer(
     yield start
     for producer in running:
         await producer.stop()
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[list[Service]]:
+    """Producer subprocesses started by a test; killed afterwards if still running."""
+    started: list[Service] = []
+    yield started
+    for service in started:
+        await service.kill()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -23,14 +22,6 @@ from tests.support import (
     until,
 )
 from tests.unit.test_events import SAMPLE
-
-
-@pytest.fixture
-async def services() -> AsyncIterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for service in started:
-        await service.kill()
 
 
 async def run(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int, str, str]:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from producer.envelope import Envelope
 from producer.simulator import PhonetSimulator
@@ -16,14 +13,6 @@ from producer.spool import Spool
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.proxy import TcpProxy
 from tests.support import Collector, Service, http_get, metric_value, service_env, until
-
-
-@pytest.fixture
-async def services() -> AsyncIterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for service in started:
-        await service.kill()
 
 
 async def metric(service: Service, name: str, labels: dict[str, str] | None = None) -> float:
