@@ -1,15 +1,17 @@
-"""RabbitMQ adapter: one connection, kept open with backoff, that publishes the outbox.
+"""RabbitMQ adapter: one connection, kept open with backoff, that publishes the pipeline.
 
 :class:`BrokerLink` connects (``aio_pika.connect``), opens a publisher-confirm channel,
 declares the events exchange, then runs, until the connection or a channel dies:
 
-* the :class:`~producer.publisher.Publisher` pump and watchdog (the confirm pipeline);
+* the :class:`~producer.publish.publisher.Publisher` pump and watchdog;
 * every **session hook** (the click2call consumer), each given the live connection.
 
 When a session ends, everything unconfirmed is rewound and sent again on the next
-connection (duplicates possible, same ``message_id``; losses not). We manage reconnection
-ourselves rather than using ``connect_robust`` so that what happens to in-flight publishes
-across a reconnect is explicit and tested.
+connection (duplicates possible, same ``message_id``; losses not). A session the broker
+ended with an error reply (access refused, not found, a frame error) is reported as
+*refused*, so the pipeline can find a poison message among those in flight. We manage
+reconnection ourselves rather than using ``connect_robust`` so that what happens to
+in-flight publishes across a reconnect is explicit and tested.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from producer.backoff import Backoff
 from producer.errors import BrokerUnavailable
 from producer.logs import safe_error
 from producer.metrics import Metrics
-from producer.outbox import Outbox
-from producer.publisher import Publisher, SessionLost
+from producer.publish.fastpath import blocked_probe
+from producer.publish.publisher import Publisher, SessionLost, refusal
 
 log = logging.getLogger("producer.amqp")
 
@@ -64,7 +66,7 @@ async def check_broker(url: str, safe_url: str, timeout: float = 5.0) -> None:
 
 
 class BrokerLink:
-    """Keeps one broker connection alive and publishes the outbox through it.
+    """Keeps one broker connection alive and publishes through it.
 
     :meth:`run` returns only after :meth:`stop`; connection failures are retried with
     :class:`~producer.backoff.Backoff`. Cancelling :meth:`run` closes the connection.
@@ -76,20 +78,16 @@ class BrokerLink:
         url: str,
         safe_url: str,
         exchange: str,
-        outbox: Outbox,
+        publisher: Publisher,
         metrics: Metrics,
-        window: int = 1024,
-        publish_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         backoff: Backoff | None = None,
     ) -> None:
         self._url = url
         self.safe_url = safe_url
         self.exchange = exchange
-        self.outbox = outbox
+        self.publisher = publisher
         self.metrics = metrics
-        self.window = window
-        self.publish_timeout = publish_timeout
         self.connect_timeout = connect_timeout
         self._backoff = backoff or Backoff(min_delay=0.5, max_delay=15.0, initial=0.5)
         self.session_hooks: list[SessionHook] = []
@@ -97,7 +95,6 @@ class BrokerLink:
         self._stopping = asyncio.Event()
         self._lost: asyncio.Future[None] | None = None
         self._up = asyncio.Event()
-        self.publisher = Publisher(outbox, metrics, window=window, publish_timeout=publish_timeout)
 
     @property
     def connected(self) -> bool:
@@ -145,17 +142,20 @@ class BrokerLink:
                 await self._sleep(delay)
                 continue
             started = loop.time()
+            refused = False
             try:
                 await self._session(connection)
             except asyncio.CancelledError:
                 raise
             except SessionLost as exc:
+                refused = exc.refused
                 if not self._stopping.is_set():
                     log.warning("broker session lost: %s", exc)
             except Exception as exc:  # keep publishing whatever the library throws
+                refused = refusal(exc)
                 log.warning("broker session failed: %s", safe_error(exc))
             finally:
-                await self._end_session(connection)
+                await self._end_session(connection, refused=refused)
             self._backoff.session_ended(loop.time() - started)
             if not self._stopping.is_set():
                 await self._sleep(self._backoff.next_delay())
@@ -174,7 +174,8 @@ class BrokerLink:
 
         def on_close(_sender: object, exc: BaseException | None = None) -> None:
             if not lost.done():
-                lost.set_exception(SessionLost(f"closed: {safe_error(exc) if exc else 'by peer'}"))
+                reason = safe_error(exc) if exc else "by peer"
+                lost.set_exception(SessionLost(f"closed: {reason}", refused=refusal(exc)))
 
         connection.close_callbacks.add(on_close)
         channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
@@ -189,10 +190,9 @@ class BrokerLink:
         self.metrics.amqp_connects.inc()
         log.info("broker connected", extra={"amqp_url": self.safe_url, "exchange": self.exchange})
 
-        publisher = self.publisher
+        publish = self.publisher.run(raw, lost, blocked_probe(connection))
         workers = [
-            loop.create_task(_guard(publisher.pump(raw, lost), lost, "publisher"), name="pump"),
-            loop.create_task(_guard(publisher.watchdog(lost), lost, "watchdog"), name="watch"),
+            loop.create_task(_guard(publish, lost, "publisher"), name="publish"),
             *(
                 loop.create_task(_guard(hook(connection), lost, "consumer"), name="amqp:hook")
                 for hook in self.session_hooks
@@ -208,14 +208,14 @@ class BrokerLink:
         if lost.done():
             lost.result()  # raises SessionLost
 
-    async def _end_session(self, connection: AbstractConnection) -> None:
+    async def _end_session(self, connection: AbstractConnection, *, refused: bool) -> None:
         lost, self._lost = self._lost, None
         if lost is not None and not lost.done():
             lost.cancel()
         self._up.clear()
         self.metrics.amqp_connected.set(0)
         self.connection = None
-        await self.publisher.end_session()
+        await self.publisher.end_session(refused=refused)
         try:
             async with asyncio.timeout(2):
                 await connection.close()

@@ -1,17 +1,19 @@
-"""The producer: wires sockets → parse → outbox → broker, plus the ops HTTP server.
+"""The producer: wires sockets → parse → publish pipeline → broker, plus the ops server.
 
 :class:`Producer` owns one :class:`~producer.phonet.SocketPool`, one
-:class:`~producer.outbox.Outbox` and one :class:`~producer.amqp.BrokerLink`. Each frame
-is parsed (:mod:`producer.events`), wrapped (:mod:`producer.envelope`) and put in the
-outbox in the socket's task, synchronously: no queue between reading and buffering, so
-order per socket is preserved and a frame is buffered before the next one is read.
+:class:`~producer.publish.publisher.Publisher` (with its pure
+:class:`~producer.publish.pipeline.Pipeline` and optional spool) and one
+:class:`~producer.amqp.BrokerLink`. Each frame is parsed (:mod:`producer.events`), wrapped
+(:mod:`producer.envelope`) and put in the pipeline in the socket's task, synchronously: no
+queue between reading and buffering, so order per socket is preserved and a frame is
+buffered before the next one is read.
 
-The click2call service (:mod:`producer.click2call`) runs as a broker session hook and sees
-each frame first, to take the PBX's answers to its commands.
+The click2call service (:mod:`producer.click2call`) runs as a broker session hook, sees
+each frame first (to take the PBX's answers to its commands) and each socket's state.
 
 Shutdown (:meth:`Producer.stop`, also on SIGTERM/SIGINT via :func:`serve`): readiness goes
 503, the click2call consumer stops (commands in progress finish), sockets close with 1001,
-the outbox is flushed to the broker for up to ``PHONET_SHUTDOWN_TIMEOUT`` seconds, then the
+what was received is flushed to the broker for up to ``PHONET_SHUTDOWN_TIMEOUT`` seconds, then the
 broker connection and HTTP server close.
 """
 
@@ -28,7 +30,7 @@ from types import TracebackType
 
 from producer.amqp import BrokerLink
 from producer.backoff import Backoff
-from producer.click2call import Click2Call
+from producer.click2call.service import Click2Call
 from producer.config import Settings, mask_url
 from producer.envelope import Envelope, event_envelope
 from producer.errors import ConfigError
@@ -36,9 +38,10 @@ from producer.events import CallEvent, InvalidReason, metric_event, parse_frame
 from producer.http import Health, OpsServer
 from producer.logs import BurstLog, trimmed
 from producer.metrics import Metrics
-from producer.outbox import Outbox
 from producer.phonet import SocketOptions, SocketPool, SubscriberSocket
-from producer.spool import Spool
+from producer.publish.pipeline import Pipeline
+from producer.publish.publisher import Publisher
+from producer.publish.spool import Spool
 
 log = logging.getLogger("producer")
 
@@ -57,16 +60,21 @@ class Producer:
                 fsync=s.phonet_spool_fsync,
                 on_evict=self._spool_evicted,
             )
-        self.outbox = Outbox(s.phonet_buffer_size, on_drop=self._dropped, journal=self.spool)
-        self.metrics.watch(self.outbox, lambda: self.outbox.inflight)
+        self.pipeline = Pipeline(
+            max_events=s.phonet_buffer_size,
+            max_bytes=s.phonet_buffer_max_bytes,
+            window=s.phonet_publish_window,
+            journal=self.spool,
+        )
+        self.publisher = Publisher(
+            self.pipeline, self.metrics, publish_timeout=s.phonet_publish_timeout
+        )
         self.broker = BrokerLink(
             url=s.amqp_url.get_secret_value(),
             safe_url=s.safe_amqp_url,
             exchange=s.phonet_exchange,
-            outbox=self.outbox,
+            publisher=self.publisher,
             metrics=self.metrics,
-            window=s.phonet_publish_window,
-            publish_timeout=s.phonet_publish_timeout,
             connect_timeout=s.amqp_connect_timeout,
             backoff=Backoff(
                 min_delay=s.amqp_reconnect_min_delay,
@@ -87,14 +95,13 @@ class Producer:
             auth_retry_delay=s.phonet_auth_retry_delay,
         )
         self.sockets = SocketPool(self._socket_for, self.metrics)
-        self.click2call = Click2Call(s, self.sockets, self.outbox, self.metrics)
+        self.click2call = Click2Call(s, self.sockets, self.publisher, self.metrics)
         self.broker.session_hooks.append(self.click2call.consume)
         self.http = OpsServer(s.metrics_host, s.metrics_port, self.health, self.metrics.registry)
         self.shutting_down = False
         self._broker_task: asyncio.Task[None] | None = None
         self._spool_task: asyncio.Task[None] | None = None
         self._invalid_log = BurstLog(log)
-        self._drop_log = BurstLog(log)
         self._safe_socket_url = mask_url(s.socket_base_url)
 
     # --- wiring -----------------------------------------------------------------------
@@ -107,13 +114,16 @@ class Producer:
             metrics=self.metrics,
             options=self.socket_options,
             safe_url=self._safe_socket_url,
+            on_state=self.click2call.socket_state,
         )
 
-    def on_frame(self, subscriber: str, payload: bytes, is_text: bool, received: float) -> None:
+    def on_frame(
+        self, subscriber: str, connection: int, payload: bytes, is_text: bool, received: float
+    ) -> None:
         """Parse one frame and buffer its envelope. Never raises for any payload."""
         parsed = parse_frame(payload, is_text=is_text)
         if isinstance(parsed, CallEvent):
-            if self.click2call.offer(subscriber, parsed):
+            if self.click2call.offer(subscriber, connection, parsed):
                 return  # the PBX's answer to a click2call command, not a call event
             self.metrics.received[metric_event(parsed.event)].inc()
         else:
@@ -128,7 +138,7 @@ class Producer:
         )
         if envelope.kind == "invalid":
             self._invalid(subscriber, envelope, payload)
-        self.outbox.put(envelope)
+        self.publisher.put(envelope)
 
     def _invalid(self, subscriber: str, envelope: Envelope, payload: bytes) -> None:
         reason = envelope.headers["invalid_reason"]
@@ -151,23 +161,8 @@ class Producer:
             extra={"subscriber": subscriber},
         )
 
-    def _dropped(self, envelope: Envelope, reason: str) -> None:
-        self.metrics.events_dropped.labels(reason).inc()
-        if reason == "buffer_full":
-            self._drop_log(
-                logging.ERROR,
-                "buffer full (PHONET_BUFFER_SIZE=%d): dropping the oldest events",
-                self.outbox.capacity,
-            )
-        else:
-            self._drop_log(
-                logging.ERROR,
-                "spool full (PHONET_SPOOL_MAX_BYTES=%d): dropping the oldest events",
-                self.settings.phonet_spool_max_bytes,
-            )
-
     def _spool_evicted(self, first: int, last: int) -> None:
-        self.outbox.drop_range(first, last, "spool_full")
+        self.publisher.drop_range(first, last, "spool_full")
 
     def health(self) -> Health:
         return Health(
@@ -175,7 +170,9 @@ class Producer:
             sockets_up=self.sockets.connected_count,
             sockets_total=len(self.sockets),
             shutting_down=self.shutting_down,
-            buffered=len(self.outbox),
+            buffered=len(self.pipeline),
+            amqp_blocked=self.pipeline.blocked,
+            spool_degraded=self.spool is not None and self.spool.degraded,
         )
 
     # --- lifecycle --------------------------------------------------------------------
@@ -195,6 +192,7 @@ class Producer:
             ) from None
         if self.spool is not None:
             self._recover(self.spool)
+            self.spool.start(asyncio.get_running_loop())
             self._spool_task = asyncio.create_task(self._maintain(self.spool), name="spool")
         self._broker_task = asyncio.create_task(self.broker.run(), name="amqp")
         await self.sockets.update(self.settings.subscribers)
@@ -211,9 +209,9 @@ class Producer:
     def _recover(self, spool: Spool) -> None:
         spool.open()
         found = spool.recover(received=asyncio.get_running_loop().time())
-        self.outbox.advance_seq(found.next_seq)
+        self.pipeline.advance_seq(found.next_seq)
         for envelope in found.envelopes:
-            self.outbox.put(envelope, journaled=True)
+            self.publisher.put_recovered(envelope)
         self.metrics.spool_recovered.inc(len(found.envelopes))
         self.metrics.spool_damaged.inc(found.damaged)
         self.metrics.spool_bytes.set(spool.bytes)
@@ -224,15 +222,13 @@ class Producer:
             )
 
     async def _maintain(self, spool: Spool) -> None:
-        """Checkpoint and (per policy) fsync the spool five times a second, until cancelled."""
+        """Hand the spool its checkpoint and mirror its state in metrics five times a
+        second, until cancelled (the spool's own thread writes and fsyncs)."""
         while True:
             await asyncio.sleep(0.2)
-            spool.checkpoint(self.outbox.oldest_seq)
-            try:
-                spool.sync()
-            except OSError as exc:  # a full disk must not stop publishing
-                log.error("spool sync failed: %s", exc.strerror)
+            spool.checkpoint(self.pipeline.oldest_seq)
             self.metrics.spool_bytes.set(spool.bytes)
+            self.metrics.spool_degraded.set(int(spool.degraded))
 
     async def stop(self) -> None:
         """Drain and stop; returns within about ``PHONET_SHUTDOWN_TIMEOUT`` + 2 seconds."""
@@ -241,14 +237,14 @@ class Producer:
         self.shutting_down = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.phonet_shutdown_timeout
-        log.info("shutting down", extra={"buffered": len(self.outbox)})
+        log.info("shutting down", extra={"buffered": len(self.pipeline)})
         # Commands in progress need their socket: let them finish (bounded) first.
         await self.click2call.stop(timeout=max(0.0, (deadline - loop.time()) / 2))
         await self.sockets.close(timeout=min(2.0, self.settings.phonet_shutdown_timeout / 4))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                await self.outbox.wait_empty()
-        left = len(self.outbox)
+                await self.publisher.wait_empty()
+        left = len(self.pipeline)
         if left and self.spool is not None:
             log.warning(
                 "shutdown: %d unconfirmed events stay in the spool for the next start", left
@@ -270,7 +266,7 @@ class Producer:
             if self._spool_task is not None:
                 self._spool_task.cancel()
                 await asyncio.wait([self._spool_task])
-            self.spool.checkpoint(self.outbox.oldest_seq)
+            self.spool.checkpoint(self.pipeline.oldest_seq)
             self.spool.close()
         log.info("stopped", extra={"unconfirmed": left})
 

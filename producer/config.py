@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     phonet_buffer_size: int = Field(
         100_000, ge=10, description="events held in memory while unconfirmed; oldest dropped"
     )
+    phonet_buffer_max_bytes: int = Field(
+        268_435_456,
+        ge=1_048_576,
+        description="bytes of memory those events may take (256 MiB: fits the chart's 512Mi)",
+    )
     phonet_publish_window: int = Field(
         1024, ge=1, le=65535, description="publishes awaiting broker confirmation at once"
     )
@@ -243,6 +248,10 @@ class Settings(BaseSettings):
         if self.phonet_reconnect_min_delay > self.phonet_reconnect_max_delay:
             raise ValueError(
                 "PHONET_RECONNECT_MIN_DELAY: must not exceed PHONET_RECONNECT_MAX_DELAY"
+            )
+        if self.phonet_buffer_max_bytes < 2 * self.phonet_max_frame_bytes:
+            raise ValueError(
+                "PHONET_BUFFER_MAX_BYTES: must be at least twice PHONET_MAX_FRAME_BYTES"
             )
         if self.amqp_reconnect_min_delay > self.amqp_reconnect_max_delay:
             raise ValueError("AMQP_RECONNECT_MIN_DELAY: must not exceed AMQP_RECONNECT_MAX_DELAY")

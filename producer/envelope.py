@@ -20,6 +20,11 @@ received_at_ms  when the producer read the frame (wall clock)
 invalid_reason  only on ``invalid.*``: why the frame is not an event
 invalid_detail  only on ``invalid.*``: a short human description
 ============== ==================================================================
+
+Header values are checked when the envelope is built, so that nothing a frame says can
+make a message the broker or a consumer's client cannot take: a string must be valid
+UTF-8 of at most :data:`MAX_HEADER_BYTES`, an integer must fit 64 bits. A frame whose
+header-bound field does not fit is published under ``invalid.`` with ``bad_header``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ from producer.events import CallEvent, InvalidFrame, InvalidReason, message_id, 
 
 APP_ID = "phonet-producer"
 CONTENT_TYPE = "application/json"
+MAX_HEADER_BYTES = 1024
+"""Largest header string. Real values are tens of bytes; all headers of a message travel in
+one AMQP frame (at least 4 KiB, RabbitMQ's default 128 KiB), so they must stay small."""
+ENVELOPE_OVERHEAD = 1024
+"""Bytes of memory an envelope takes beyond its body and header strings (objects, dict,
+ids), measured with tracemalloc (``tests/unit/test_envelope.py``)."""
+_INT64 = range(-(2**63), 2**63)
+_FRAME_FIELD = {"lg_direction": "lgDirection", "parent_uuid": "parentUuid"}
 
 
 @dataclass(slots=True)
@@ -54,6 +67,31 @@ class Envelope:
     received: float
     correlation_id: str | None = None
     seq: int = field(default=0)
+    size: int = field(default=0)
+
+
+def footprint(envelope: Envelope) -> int:
+    """Approximate bytes of memory ``envelope`` holds (computed once, then cached)."""
+    if not envelope.size:
+        text = sum(len(v) for v in envelope.headers.values() if isinstance(v, str))
+        envelope.size = ENVELOPE_OVERHEAD + len(envelope.body) + text
+    return envelope.size
+
+
+def header_problem(headers: dict[str, Any]) -> str | None:
+    """Why ``headers`` cannot travel as AMQP headers every client can read, or None."""
+    for name, value in headers.items():
+        field_name = _FRAME_FIELD.get(name, name)
+        if isinstance(value, str):
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:
+                return f"'{field_name}' is not valid Unicode"
+            if size > MAX_HEADER_BYTES:
+                return f"'{field_name}' is longer than {MAX_HEADER_BYTES} bytes"
+        elif isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+            return f"'{field_name}' does not fit a 64-bit integer"
+    return None
 
 
 def event_envelope(
@@ -92,6 +130,18 @@ def event_envelope(
                 headers["dial_at_ms"] = parsed.dial_at_ms
             if parsed.bridge_at_ms is not None:
                 headers["bridge_at_ms"] = parsed.bridge_at_ms
+            problem = header_problem(headers)
+            if problem is not None:
+                return invalid_envelope(
+                    exchange,
+                    subscriber,
+                    InvalidReason.BAD_HEADER,
+                    problem,
+                    body,
+                    mid,
+                    received=received,
+                    wall_ms=wall_ms,
+                )
             return Envelope(
                 exchange=exchange,
                 routing_key=key,
@@ -105,15 +155,39 @@ def event_envelope(
                 received=received,
             )
         parsed = InvalidFrame(InvalidReason.BAD_EVENT, "'event' too long for a routing key")
+    return invalid_envelope(
+        exchange,
+        subscriber,
+        parsed.reason,
+        parsed.detail,
+        body,
+        mid,
+        received=received,
+        wall_ms=wall_ms,
+    )
+
+
+def invalid_envelope(
+    exchange: str,
+    subscriber: str,
+    reason: InvalidReason,
+    detail: str,
+    body: bytes,
+    message_id: str,
+    *,
+    received: float,
+    wall_ms: int,
+) -> Envelope:
+    """``invalid.<token>``: the body unchanged, why it is not an event in the headers."""
     return Envelope(
         exchange=exchange,
         routing_key=routing.invalid_key(subscriber),
         body=body,
-        message_id=mid,
+        message_id=message_id,
         headers={
             "subscriber": subscriber,
-            "invalid_reason": parsed.reason.value,
-            "invalid_detail": parsed.detail,
+            "invalid_reason": reason.value,
+            "invalid_detail": detail[:200],
             "received_at_ms": wall_ms,
         },
         type="invalid",
@@ -121,6 +195,25 @@ def event_envelope(
         label="invalid",
         kind="invalid",
         received=received,
+    )
+
+
+def invalid_copy(envelope: Envelope, reason: InvalidReason, detail: str) -> Envelope | None:
+    """An event the encoder or the broker would not take, as ``invalid.<token>`` (same body,
+    id and receive time, small headers). None for anything but an event: an invalid frame,
+    a reply or an outcome that is poison has no smaller form."""
+    subscriber = envelope.headers.get("subscriber")
+    if envelope.kind != "event" or not isinstance(subscriber, str):
+        return None
+    return invalid_envelope(
+        envelope.exchange,
+        subscriber,
+        reason,
+        detail,
+        envelope.body,
+        envelope.message_id,
+        received=envelope.received,
+        wall_ms=int(envelope.headers.get("received_at_ms", envelope.timestamp * 1000)),
     )
 
 

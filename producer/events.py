@@ -55,7 +55,13 @@ LG_DIRECTIONS: dict[int, Direction] = {
 
 
 class InvalidReason(StrEnum):
-    """Why a frame is not a usable event (the ``invalid_reason`` header and metric label)."""
+    """Why a frame is not a usable event (the ``invalid_reason`` header and metric label).
+
+    ``bad_header``: a field that becomes a header does not fit one (a string over
+    :data:`producer.envelope.MAX_HEADER_BYTES`, an integer beyond 64 bits);
+    ``unencodable`` and ``refused``: the AMQP encoder, or the broker, would not take the
+    event as it was (a safety net behind ``bad_header``: see :mod:`producer.publish`).
+    """
 
     BINARY = "binary"
     BAD_UTF8 = "bad_utf8"
@@ -64,7 +70,10 @@ class InvalidReason(StrEnum):
     MISSING_EVENT = "missing_event"
     EVENT_NOT_STRING = "event_not_string"
     BAD_EVENT = "bad_event"
+    BAD_HEADER = "bad_header"
     TOO_LARGE = "too_large"
+    UNENCODABLE = "unencodable"
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,8 @@ class Health:
     sockets_total: int
     shutting_down: bool
     buffered: int = 0
+    amqp_blocked: bool = False
+    spool_degraded: bool = False
 
     @property
     def ready(self) -> bool:

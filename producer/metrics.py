@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from collections.abc import Callable, Sized
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from producer import __version__
 from producer.events import KNOWN_EVENTS, InvalidReason
+
+if TYPE_CHECKING:
+    from producer.publish.pipeline import Pipeline
 
 EVENT_LABELS = (*sorted(KNOWN_EVENTS), "other", "invalid")
 """``event`` label values of frames read from Phonet."""
@@ -30,7 +33,8 @@ CLICK2CALL_RESULTS = (
     "timeout",
     "expired",
 )
-DROP_REASONS = ("buffer_full", "spool_full", "shutdown")
+SEAMS = ("aiormq_publish", "websockets_opcode")
+DROP_REASONS = ("buffer_full", "spool_full", "shutdown", "unencodable", "refused")
 
 # Receive-to-confirm latency on a local broker is sub-millisecond to tens of ms; the
 # tail during an outage is seconds to minutes.
@@ -115,6 +119,11 @@ class Metrics:
         self.amqp_connect_failures = Counter(
             "phonet_amqp_connect_failures", "Broker connection attempts that failed", registry=r
         )
+        self.amqp_blocked = Gauge(
+            "phonet_amqp_blocked",
+            "1 while the broker blocks publishing (a memory or disk alarm)",
+            registry=r,
+        )
         self.events_received = Counter(
             "phonet_events_received", "Frames read from Phonet sockets", ["event"], registry=r
         )
@@ -147,14 +156,31 @@ class Metrics:
             "Publishes sent again after a nack or a lost connection",
             registry=r,
         )
+        self.library_fallbacks = Counter(
+            "phonet_library_fallbacks",
+            "Times a seam over a library's internals fell back to its public API"
+            " (aiormq_publish: per session; websockets_opcode: per frame)",
+            ["seam"],
+            registry=r,
+        )
         self.buffer_events = Gauge(
             "phonet_buffer_events", "Messages received and not yet confirmed", registry=r
+        )
+        self.buffer_bytes = Gauge(
+            "phonet_buffer_bytes",
+            "Approximate memory held by messages not yet confirmed",
+            registry=r,
         )
         self.publish_inflight = Gauge(
             "phonet_publish_inflight", "Publishes awaiting a broker confirmation", registry=r
         )
         self.spool_bytes = Gauge(
             "phonet_spool_bytes", "Bytes of the disk spool (0 without PHONET_SPOOL_DIR)", registry=r
+        )
+        self.spool_degraded = Gauge(
+            "phonet_spool_degraded",
+            "1 while the spool cannot write (disk full or failing): events stay in memory",
+            registry=r,
         )
         self.spool_recovered = Counter(
             "phonet_spool_recovered_events",
@@ -186,6 +212,7 @@ class Metrics:
         )
         # Pre-create label sets so dashboards see zeros instead of missing series.
         # Label children looked up once: .labels() costs more than .inc() on the hot path.
+        self.fallbacks = {seam: self.library_fallbacks.labels(seam) for seam in SEAMS}
         self.received = {label: self.events_received.labels(label) for label in EVENT_LABELS}
         self.published = {label: self.events_published.labels(label) for label in PUBLISHED_LABELS}
         for label in PUBLISHED_LABELS:
@@ -198,10 +225,11 @@ class Metrics:
             self.click2call_commands.labels(result)
         self.amqp_connected.set(0)
 
-    def watch(self, outbox: Sized, inflight: Callable[[], int]) -> None:
-        """Read buffer depth and in-flight count when scraped, not on every event."""
-        self.buffer_events.set_function(lambda: len(outbox))
-        self.publish_inflight.set_function(inflight)
+    def watch(self, pipeline: Pipeline) -> None:
+        """Read buffer depth, bytes and in-flight count when scraped, not on every event."""
+        self.buffer_events.set_function(lambda: len(pipeline))
+        self.buffer_bytes.set_function(lambda: pipeline.bytes)
+        self.publish_inflight.set_function(lambda: pipeline.inflight)
 
     def add_subscriber(self, subscriber: str) -> None:
         """Create the per-subscriber series (at 0) when a socket joins."""

@@ -34,10 +34,15 @@ from producer.metrics import Metrics
 
 log = logging.getLogger("producer.phonet")
 
-FrameHandler = Callable[[str, bytes, bool, float], None]
-"""``(subscriber, payload, is_text, received_monotonic)``; must not block or raise."""
+FrameHandler = Callable[[str, int, bytes, bool, float], None]
+"""``(subscriber, connection, payload, is_text, received_monotonic)``; must not block or
+raise. ``connection`` numbers the socket's connections (1, 2, … per reconnect)."""
 
 TooLargeHandler = Callable[[str], None]
+StateHandler = Callable[[str, int, bool], None]
+"""``(subscriber, connection, up)``: a connection opened or closed; must not block or raise."""
+
+_opcode_fallback_logged = False
 
 
 logging.getLogger("websockets.client").addFilter(ScrubFilter())
@@ -48,12 +53,17 @@ class PhonetConnection(ClientConnection):
 
     ``recv(decode=False)`` returns bytes for both kinds (so invalid UTF-8 in a text frame
     does not fail the connection); the opcode of each message's first frame is queued here
-    in the same order the messages are delivered.
+    in the same order the messages are delivered, by overriding websockets'
+    ``process_event`` — its internals, behind this one seam. Should a websockets release
+    stop calling it, no opcode is queued and :meth:`recv_frame` falls back to telling text
+    from binary by whether the bytes are UTF-8 (logged once, counted): binary JSON would
+    then pass as text, nothing is lost.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kinds: deque[bool] = deque()
+        self.on_fallback: Callable[[], None] | None = None
 
     def process_event(self, event: Event) -> None:
         if isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
@@ -63,7 +73,24 @@ class PhonetConnection(ClientConnection):
     async def recv_frame(self) -> tuple[bytes, bool]:
         """The next message as ``(bytes, is_text)``. Raises ConnectionClosed at the end."""
         data = await self.recv(decode=False)
-        return data, self.kinds.popleft()
+        if self.kinds:
+            return data, self.kinds.popleft()
+        return data, self._guess(data)
+
+    def _guess(self, data: bytes) -> bool:
+        global _opcode_fallback_logged
+        if not _opcode_fallback_logged:
+            _opcode_fallback_logged = True
+            log.warning(
+                "websockets internals changed: telling text from binary frames by UTF-8 validity"
+            )
+        if self.on_fallback is not None:
+            self.on_fallback()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -109,19 +136,21 @@ class SubscriberSocket:
         metrics: Metrics,
         options: SocketOptions,
         safe_url: str,
+        on_state: StateHandler | None = None,
     ) -> None:
         self.subscriber = subscriber
         self._url = url
         self._safe_url = safe_url
         self._on_frame = on_frame
         self._on_too_large = on_too_large
+        self._on_state = on_state
+        self.connection = 0
+        """Numbers this socket's connections; the current one while :attr:`connected`."""
         self._metrics = metrics
         self._options = options
         self._backoff = options.backoff()
         self._ws: PhonetConnection | None = None
         self._up = asyncio.Event()
-        self._down = asyncio.Event()
-        self._down.set()
         self._closing = False
         self._wake = asyncio.Event()
 
@@ -141,15 +170,12 @@ class SubscriberSocket:
             return False
         return self._ws is not None
 
-    async def wait_disconnected(self) -> None:
-        """Return once the socket is down (at once if it is). Used to fail a pending
-        click2call fast when its socket drops; cancellation propagates."""
-        await self._down.wait()
-
-    async def send(self, text: str) -> None:
-        """Send one text frame. Raises NotConnected if the socket is down or drops."""
+    async def send(self, text: str, connection: int | None = None) -> None:
+        """Send one text frame (on ``connection`` only, when given). Raises NotConnected if
+        the socket is down, drops, or is another connection by now. Cancellation may leave
+        the frame sent or not."""
         ws = self._ws
-        if ws is None:
+        if ws is None or (connection is not None and connection != self.connection):
             raise NotConnected("not connected")
         try:
             await ws.send(text)
@@ -236,27 +262,31 @@ class SubscriberSocket:
             self._metrics.ws_reconnects.labels(self.subscriber).inc()
 
     def _opened(self, ws: PhonetConnection) -> None:
+        self.connection += 1
+        ws.on_fallback = self._metrics.fallbacks["websockets_opcode"].inc
         self._ws = ws
         self._up.set()
-        self._down.clear()
         self._metrics.ws_connected.labels(self.subscriber).set(1)
         self._metrics.ws_connects.labels(self.subscriber).inc()
         log.info("socket connected", extra={"subscriber": self.subscriber})
+        if self._on_state is not None:
+            self._on_state(self.subscriber, self.connection, True)
 
     def _closed(self) -> None:
         self._ws = None
         self._up.clear()
-        self._down.set()
         self._metrics.ws_connected.labels(self.subscriber).set(0)
         self._metrics.ws_disconnects.labels(self.subscriber).inc()
+        if self._on_state is not None:
+            self._on_state(self.subscriber, self.connection, False)
 
     async def _read(self, ws: PhonetConnection) -> None:
         loop = asyncio.get_running_loop()
-        on_frame, subscriber = self._on_frame, self.subscriber
+        on_frame, subscriber, connection = self._on_frame, self.subscriber, self.connection
         while True:
             data, is_text = await ws.recv_frame()
             try:
-                on_frame(subscriber, data, is_text, loop.time())
+                on_frame(subscriber, connection, data, is_text, loop.time())
             except Exception:  # a bug in the pipeline must not kill the socket
                 log.exception("frame handler failed", extra={"subscriber": subscriber})
 

@@ -1,5 +1,6 @@
-"""The producer's own publish path without sockets or parsing: envelopes put straight
-into an :class:`~producer.outbox.Outbox` and pumped by a :class:`~producer.amqp.BrokerLink`.
+"""The producer's own publish path without sockets or parsing: envelopes put straight into
+a :class:`~producer.publish.publisher.Publisher` and pumped by a
+:class:`~producer.amqp.BrokerLink`.
 It shows what the broker takes from the batch publisher, i.e. the ceiling for the producer.
 
 ``python -m tests.bench.fast_publisher AMQP_URL EXCHANGE COUNT SUBSCRIBERS`` prints
@@ -16,7 +17,8 @@ from producer.amqp import BrokerLink
 from producer.envelope import event_envelope
 from producer.events import parse_frame
 from producer.metrics import Metrics
-from producer.outbox import Outbox
+from producer.publish.pipeline import Pipeline
+from producer.publish.publisher import Publisher
 from tests.bench.simproc import frame
 
 
@@ -31,9 +33,11 @@ async def main() -> None:
                 exchange, f"s{i % subs}", parse_frame(body), body, received=0.0, wall_ms=0
             )
         )
-    outbox = Outbox(n + 1)
+    metrics = Metrics()
+    pipeline = Pipeline(max_events=n + 1, max_bytes=2**40, window=1024)
+    publisher = Publisher(pipeline, metrics, publish_timeout=30.0)
     link = BrokerLink(
-        url=amqp_url, safe_url="", exchange=exchange, outbox=outbox, metrics=Metrics()
+        url=amqp_url, safe_url="", exchange=exchange, publisher=publisher, metrics=metrics
     )
     task = asyncio.create_task(link.run())
     await link.wait_connected(30)
@@ -41,8 +45,8 @@ async def main() -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     started = time.perf_counter()
     for envelope in envelopes:
-        outbox.put(envelope)
-    await outbox.wait_empty()
+        publisher.put(envelope)
+    await publisher.wait_empty()
     print(f"{time.perf_counter() - started:.6f}", flush=True)
     link.stop()
     await task

@@ -20,8 +20,8 @@ import orjson
 
 from producer.envelope import event_envelope
 from producer.events import parse_frame
+from producer.publish.spool_format import encode
 from producer.simulator import VENDOR_SAMPLE
-from producer.spool_format import encode
 
 FRAME = orjson.dumps(VENDOR_SAMPLE)
 

@@ -121,6 +121,8 @@ def test_monitoring_resources_are_well_formed() -> None:
         "PhonetBrokerDisconnected",
         "PhonetEventsDropped",
         "PhonetAuthFailures",
+        "PhonetBrokerBlocked",
+        "PhonetSpoolDegraded",
     }
     assert alerts["PhonetSocketDown"]["for"] == "5m"
     for alert in alerts.values():

@@ -21,7 +21,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from producer.commands import parse_command
+from producer.click2call.commands import parse_command
 from producer.errors import InvalidCommand
 from producer.simulator import CallFactory, PhonetSimulator, Quirks
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer

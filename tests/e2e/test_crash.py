@@ -8,8 +8,8 @@ import signal
 from pathlib import Path
 
 from producer.envelope import Envelope
+from producer.publish.spool import Spool
 from producer.simulator import PhonetSimulator
-from producer.spool import Spool
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.proxy import TcpProxy
 from tests.support import Collector, Service, http_get, metric_value, service_env, until
@@ -173,7 +173,7 @@ async def test_a_torn_spool_tail_is_skipped_counted_and_the_rest_published(
     registry = producer.metrics.registry
     assert registry.get_sample_value("phonet_spool_damaged_records_total") == 1
     assert registry.get_sample_value("phonet_spool_recovered_events_total") == 9
-    await until(lambda: len(producer.outbox) == 0, what="recovered events confirmed")
+    await until(lambda: len(producer.pipeline) == 0, what="recovered events confirmed")
     # New events keep their own, higher sequence numbers and go out too.
     await sim.wait_connected(SUBSCRIBERS)
     await sim.send("002", {"event": "call.dial", "uuid": "new"})

@@ -243,7 +243,7 @@ async def test_metrics_and_readiness(
     await sim.send("001", call("call.bridge"))
     await sim.send("002", "junk")
     await collector.wait_count(3)
-    await until(lambda: len(producer.outbox) == 0, what="outbox empty")
+    await until(lambda: len(producer.pipeline) == 0, what="pipeline empty")
     _, ctype, raw = await http_get(producer.http.port, "/metrics")
     text = raw.decode()
     assert ctype.startswith("text/plain")
@@ -338,7 +338,7 @@ async def test_unroutable_events_are_counted_not_retried(
     await sim.send("001", call())
     returned = ("phonet_events_returned_total", {"event": "call.dial"})
     await until(lambda: producer.metrics.registry.get_sample_value(*returned) == 1, what="return")
-    assert len(producer.outbox) == 0  # not retried
+    assert len(producer.pipeline) == 0  # not retried
     _, _, raw = await http_get(producer.http.port, "/metrics")
     assert metric_value(raw.decode(), "phonet_events_published_total", {"event": "call.dial"}) == 0
 
@@ -368,9 +368,9 @@ async def test_library_publish_path_is_a_working_fallback(
 ) -> None:
     """If aiormq's internals ever change, publishing falls back to basic_publish per message
     and still delivers everything with the same contract."""
-    import producer.publisher
+    from producer.publish.fastpath import FastPath
 
-    monkeypatch.setattr(producer.publisher, "fast_path_available", lambda _channel: False)
+    monkeypatch.setattr(FastPath, "attach", classmethod(lambda _cls, _channel: None))
     await start_producer()
     await sim.wait_connected(SUBSCRIBERS)
     for n in range(50):

@@ -95,7 +95,7 @@ async def test_three_second_outage_under_steady_traffic(
     await broker_proxy.cut()
     await until(lambda: not producer.broker.connected, what="outage noticed")
     await asyncio.sleep(3)
-    assert len(producer.outbox) > 200  # the sockets kept reading into the buffer
+    assert len(producer.pipeline) > 200  # the sockets kept reading into the buffer
     await broker_proxy.restore()
     await traffic
     await all_arrive(collector, sender.delivered)
@@ -208,7 +208,7 @@ async def test_full_buffer_drops_the_oldest_and_counts_each(
         lambda: value(producer, "phonet_events_received_total", {"event": "call.dial"}) == 100,
         what="all read",
     )
-    assert len(producer.outbox) == 20
+    assert len(producer.pipeline) == 20
     assert value(producer, "phonet_events_dropped_total", {"reason": "buffer_full"}) == 80
     assert value(producer, "phonet_buffer_events") == 20
     await broker_proxy.restore()
@@ -249,7 +249,7 @@ async def test_nacked_publishes_are_retried_until_accepted(
                 continue
             got.add(message.headers["uuid"])  # type: ignore[arg-type]
             await message.ack()
-    await until(lambda: len(producer.outbox) == 0, what="outbox drained")
+    await until(lambda: len(producer.pipeline) == 0, what="pipeline drained")
 
 
 async def test_channel_closed_by_an_error_recovers(

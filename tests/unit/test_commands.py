@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from producer.commands import (
+from producer.click2call.commands import (
     Command,
     check_age,
     fields_of,

@@ -50,5 +50,6 @@ def test_no_metric_or_label_value_can_carry_a_secret_or_be_unbounded() -> None:
         *("binary", "bad_utf8", "bad_json", "not_object", "missing_event", "event_not_string"),
         *("bad_event", "too_large", "buffer_full", "spool_full", "shutdown", "success"),
         *("pbx_error", "unknown_subscriber", "not_connected", "timeout", "expired"),
-        *("click2call", "reply"),
+        *("click2call", "reply", "bad_header", "unencodable", "refused"),
+        *("aiormq_publish", "websockets_opcode"),
     } | {v for v in values if re.fullmatch(r"[\d.]+|\+Inf", v)}

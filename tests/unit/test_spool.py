@@ -1,17 +1,23 @@
-"""The spool: record format (pure) and the segment store on a real directory."""
+"""The spool: record format (pure) and the segment store on a real directory, with a
+fault-injecting file layer for a full or failing disk."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from producer.envelope import Envelope
 from producer.errors import SpoolError
-from producer.outbox import Outbox
-from producer.spool import Spool
-from producer.spool_format import (
+from producer.publish import spool as spool_module
+from producer.publish.pipeline import Pipeline
+from producer.publish.spool import Disk, Spool
+from producer.publish.spool_format import (
     HEAD_SIZE,
     decode,
     decode_checkpoint,
@@ -223,21 +229,20 @@ def test_over_max_bytes_the_oldest_segment_is_evicted(tmp_path: Path) -> None:
     assert spool.bytes <= record * 20
 
 
-def test_outbox_and_spool_together(tmp_path: Path) -> None:
-    dropped: list[tuple[int, str]] = []
+def test_pipeline_and_spool_together(tmp_path: Path) -> None:
+    dropped: list[int] = []
     record = len(encode(env(1, message_id="x00")))
     spool = Spool(tmp_path, max_bytes=record * 10, segment_bytes=record * 2)
-    box = Outbox(1000, journal=spool, on_drop=lambda e, r: dropped.append((e.seq, r)))
-    spool.on_evict = lambda a, b: box.drop_range(a, b, "spool_full")
+    box = Pipeline(max_events=1000, max_bytes=10**9, window=3, journal=spool)
+    spool.on_evict = lambda a, b: dropped.extend(e.seq for e in box.drop_range(a, b))
     spool.open()
     box.advance_seq(spool.recover().next_seq)
     for n in range(12):
         box.put(env(0, message_id=f"x{n:02d}"))
-    assert [seq for seq, _ in dropped] == [1, 2]
-    assert {reason for _, reason in dropped} == {"spool_full"}
-    batch = box.take(3)
-    for e in batch:
-        box.confirm(e)
+    assert dropped == [1, 2]
+    session = box.begin_session(0.0)
+    for e in box.take(0.0):
+        box.confirmed(session, e.seq, 0.0)
     spool.checkpoint(box.oldest_seq)
     spool.close()
     again = Spool(tmp_path, max_bytes=record * 10)
@@ -269,3 +274,128 @@ def test_fsync_policies(tmp_path: Path, policy: str) -> None:
     spool.sync()
     spool.close()
     assert len(opened(tmp_path).recover().envelopes) == 3
+
+
+# --- a full or failing disk -----------------------------------------------------------
+
+
+class FullDisk(Disk):
+    """Takes ``room`` bytes of segment writes, then fails like a full disk: a short write
+    at the edge, ENOSPC after. ``fail_fsync`` makes fsync fail with EIO."""
+
+    def __init__(self, room: int, *, fail_fsync: bool = False) -> None:
+        self.room = room
+        self.fail_fsync = fail_fsync
+        self.fsyncs: list[str] = []
+
+    def write(self, fd: int, data: bytes) -> int:  # type: ignore[override]
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        part = data[: self.room]
+        self.room -= len(part)
+        return os.write(fd, part)
+
+    def fsync(self, fd: int) -> None:  # type: ignore[override]
+        self.fsyncs.append(threading.current_thread().name)
+        if self.fail_fsync:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(fd)
+
+
+def test_a_full_disk_degrades_and_keeps_what_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = len(encode(env(1)))
+    disk = FullDisk(room=record * 3 + record // 2)  # room for 3.5 records
+    spool = opened(tmp_path, disk=disk)
+    spool.recover()
+    for seq in range(1, 8):
+        spool.append(env(seq))  # never raises
+    assert spool.degraded
+    (segment,) = tmp_path.glob("*.seg")
+    assert segment.stat().st_size == record * 3  # the half record was cut away
+    # The disk gets room again: after a second the next append starts a fresh segment.
+    disk.room = 10**9
+    spool.append(env(8))
+    assert spool.degraded  # not yet: it waits a second between tries
+    monkeypatch.setattr(spool_module, "RETRY_AFTER", 0.0)
+    spool._retry_at = 0.0
+    spool.append(env(9))
+    assert not spool.degraded
+    crash(spool)
+    found = opened(tmp_path).recover()
+    assert [e.seq for e in found.envelopes] == [1, 2, 3, 9]  # 4..8 were memory only
+    assert found.damaged == 0
+
+
+def test_removing_what_was_never_written_is_harmless(tmp_path: Path) -> None:
+    record = len(encode(env(1)))
+    spool = opened(tmp_path, disk=FullDisk(room=record * 2))
+    spool.recover()
+    for seq in range(1, 6):
+        spool.append(env(seq))
+    for seq in range(1, 6):
+        spool.remove(seq)
+    assert list(tmp_path.glob("*.seg")) == []
+
+
+def test_a_failing_segment_creation_degrades_too(tmp_path: Path) -> None:
+    class NoNewFiles(Disk):
+        def open_segment(self, path: Path) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+
+    spool = opened(tmp_path, disk=NoNewFiles())
+    spool.recover()
+    spool.append(env(1))
+    assert spool.degraded
+    spool.close()
+
+
+async def test_fsync_runs_off_the_event_loop_at_most_once_a_second_in_batch(
+    tmp_path: Path,
+) -> None:
+    disk = FullDisk(room=10**9)
+    spool = opened(tmp_path, fsync="batch", disk=disk)
+    spool.recover()
+    spool.start(asyncio.get_running_loop())
+    started = time.monotonic()
+    seq = 0
+    while time.monotonic() - started < 2.5:
+        seq += 1
+        spool.append(env(seq))
+        await asyncio.sleep(0.01)
+    elapsed = time.monotonic() - started
+    spool.close()
+    in_background = [name for name in disk.fsyncs if name == "phonet-spool-sync"]
+    assert 2 <= len(in_background) <= elapsed + 2  # once a second, plus the final flush
+    assert "MainThread" in disk.fsyncs[-1:]  # close() flushes on the caller's thread
+    assert len(opened(tmp_path).recover().envelopes) == seq
+
+
+async def test_always_fsyncs_in_the_background_as_writes_come(tmp_path: Path) -> None:
+    disk = FullDisk(room=10**9)
+    spool = opened(tmp_path, fsync="always", disk=disk)
+    spool.recover()
+    spool.start(asyncio.get_running_loop())
+    for seq in range(1, 4):
+        spool.append(env(seq))
+        for _ in range(100):
+            if len(disk.fsyncs) >= seq:
+                break
+            await asyncio.sleep(0.01)
+    assert disk.fsyncs[:3] == ["phonet-spool-sync"] * 3
+    spool.close()
+
+
+async def test_a_failing_fsync_degrades_the_spool(tmp_path: Path) -> None:
+    disk = FullDisk(room=10**9, fail_fsync=True)
+    spool = opened(tmp_path, fsync="always", disk=disk)
+    spool.recover()
+    spool.start(asyncio.get_running_loop())
+    spool.append(env(1))
+    for _ in range(100):
+        if spool.degraded:
+            break
+        await asyncio.sleep(0.01)
+    assert spool.degraded
+    spool.close()

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from pamqp import body as pbody
 from pamqp import commands, header
 
-from producer import wire
 from producer.envelope import Envelope
+from producer.publish import wire
 
 
 def env(**kw: object) -> Envelope:
@@ -118,13 +118,31 @@ def test_several_publishes_concatenate() -> None:
 
 
 def test_over_long_short_strings_are_refused() -> None:
-    with pytest.raises(ValueError, match="255 bytes"):
+    with pytest.raises(wire.EncodeError, match="255 bytes"):
         wire.publish(env(routing_key="k" * 256), 1, 131072)
 
 
 def test_unsupported_header_type_is_refused() -> None:
-    with pytest.raises(TypeError, match="list"):
+    with pytest.raises(wire.EncodeError, match="list"):
         wire.table({"x": [1]})
+
+
+@pytest.mark.parametrize(
+    ("envelope", "frame_max", "why"),
+    [
+        pytest.param(env(headers={"n": 2**63}), 131072, "too large", id="int-beyond-64-bits"),
+        pytest.param(env(headers={"s": "\ud800"}), 131072, "UnicodeEncodeError", id="surrogate"),
+        pytest.param(env(headers={"s": "x" * 5000}), 4096, "over frame_max", id="over-frame-max"),
+        pytest.param(env(message_id="m" * 300), 131072, "255 bytes", id="long-message-id"),
+        pytest.param(env(headers={"x": object()}), 131072, "object", id="odd-type"),
+    ],
+)
+def test_what_cannot_be_encoded_is_one_clear_error(
+    envelope: Envelope, frame_max: int, why: str
+) -> None:
+    """Each raises EncodeError (the publisher poisons that one message), never a crash."""
+    with pytest.raises(wire.EncodeError, match=why):
+        wire.publish(envelope, 1, frame_max)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,10 @@ against pamqp's decoder.
 Frame layout (AMQP 0-9-1 §4.2.3): ``type:u8 channel:u16 size:u32 payload frame-end:0xCE``;
 method frame ``Basic.Publish`` (class 60, method 40); content header (class 60, weight 0,
 body size u64, property flags u16, properties); body frames of at most ``frame_max - 8``.
+
+Anything that cannot be encoded raises :class:`EncodeError` for that one envelope, before a
+byte of it is written: a string that is not UTF-8 or too long for its field, an integer
+beyond 64 bits, a value of another type, properties that do not fit one frame.
 """
 
 from __future__ import annotations
@@ -42,11 +46,15 @@ _CONTENT_TYPE = bytes([len(CONTENT_TYPE)]) + CONTENT_TYPE.encode()
 _APP_ID = bytes([len(APP_ID)]) + APP_ID.encode()
 
 
+class EncodeError(ValueError):
+    """An envelope cannot be written as ``basic.publish``; the text says why."""
+
+
 def shortstr(text: str) -> bytes:
-    """A short string: length octet + UTF-8 (ValueError beyond 255 bytes)."""
+    """A short string: length octet + UTF-8 (EncodeError beyond 255 bytes)."""
     raw = text.encode("utf-8")
     if len(raw) > 255:
-        raise ValueError("AMQP short string longer than 255 bytes")
+        raise EncodeError("AMQP short string longer than 255 bytes")
     return bytes([len(raw)]) + raw
 
 
@@ -62,7 +70,7 @@ def field_value(value: Any) -> bytes:
     """One field-table value: S (long string), l (i64), t (bool), d (double), V (void),
     F (nested table)."""
     if isinstance(value, str):
-        raw = value.encode("utf-8", "surrogatepass")
+        raw = value.encode("utf-8")
         return b"S" + _U32.pack(len(raw)) + raw
     if isinstance(value, bool):
         return b"t" + (b"\x01" if value else b"\x00")
@@ -74,7 +82,7 @@ def field_value(value: Any) -> bytes:
         return b"V"
     if isinstance(value, dict):
         return b"F" + table(value)
-    raise TypeError(f"cannot encode a {type(value).__name__} in an AMQP table")
+    raise EncodeError(f"cannot encode a {type(value).__name__} in an AMQP table")
 
 
 def table(fields: dict[str, Any]) -> bytes:
@@ -113,16 +121,27 @@ def frame(kind: int, channel: int, payload: bytes) -> bytes:
 
 
 def publish(envelope: Envelope, channel: int, frame_max: int, *, mandatory: bool = True) -> bytes:
-    """Every frame of one ``basic.publish`` of ``envelope`` on ``channel``."""
-    method = (
-        _PUBLISH_HEAD.pack(60, 40, 0)
-        + shortstr(envelope.exchange)
-        + shortstr(envelope.routing_key)
-        + (b"\x01" if mandatory else b"\x00")
-    )
-    props = properties(envelope)
+    """Every frame of one ``basic.publish`` of ``envelope`` on ``channel``.
+
+    Raises:
+        EncodeError: ``envelope`` cannot be encoded (nothing is returned for it).
+    """
+    try:
+        method = (
+            _PUBLISH_HEAD.pack(60, 40, 0)
+            + shortstr(envelope.exchange)
+            + shortstr(envelope.routing_key)
+            + (b"\x01" if mandatory else b"\x00")
+        )
+        props = properties(envelope)
+    except EncodeError:
+        raise
+    except (struct.error, UnicodeError, ValueError, TypeError) as exc:
+        raise EncodeError(f"{type(exc).__name__}: {exc}"[:200]) from None
     body = envelope.body
     header = _CONTENT_HEAD.pack(60, 0, len(body)) + props
+    if frame_max and len(header) + 8 > frame_max:
+        raise EncodeError(f"properties take {len(header)} bytes, over frame_max {frame_max}")
     out = [frame(METHOD, channel, method), frame(HEADER, channel, header)]
     chunk = frame_max - 8 if frame_max > 8 else max(1, len(body))
     for start in range(0, len(body), chunk):

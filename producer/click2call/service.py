@@ -1,0 +1,383 @@
+"""click2call adapter: the command queue and the sockets, driving the pure switchboard.
+
+Validation and reply shapes are pure (:mod:`producer.click2call.commands`), and so is every
+decision — whose turn it is, when to ack, which answer belongs to which command, when a
+command times out (:mod:`producer.click2call.switchboard`). This module only translates:
+
+* a delivered message becomes a :class:`~producer.click2call.switchboard.Delivery`; its
+  consumer task (:meth:`Click2Call.handle`) then waits for the switchboard to settle it and
+  does the ack/reject (the ack goes out *before* the action: at most once);
+* socket state and PBX answer frames come from the sockets (:meth:`Click2Call.socket_state`,
+  :meth:`Click2Call.offer`); actions go out on the socket in a task of their own;
+* replies and outcome events go through the publisher's pipeline, so they are confirmed
+  and survive a broker reconnect like events do — the command's fate no longer depends on
+  the session it came on;
+* one timer task ticks the switchboard at its next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+
+from producer.click2call.commands import (
+    command_fields,
+    fields_of,
+    is_pbx_reply,
+    parse_command,
+    pbx_error_message,
+    reply_body,
+    result_of,
+)
+from producer.click2call.switchboard import (
+    Delivery,
+    Effect,
+    Reply,
+    SendAction,
+    Settle,
+    SettleMessage,
+    Switchboard,
+)
+from producer.config import Settings
+from producer.envelope import outcome_envelope, reply_envelope
+from producer.errors import CommandError, NotConnected
+from producer.events import CallEvent
+from producer.metrics import Metrics
+from producer.phonet import SocketPool
+from producer.publish.publisher import Publisher
+
+log = logging.getLogger("producer.click2call")
+
+
+@dataclass
+class Pending:
+    """What the adapter keeps of one delivered command until it is answered and settled."""
+
+    message: AbstractIncomingMessage
+    started: float
+    fields: dict[str, Any]
+    settle: asyncio.Future[Settle] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Click2Call:
+    """Consumes the command queue (a broker session hook) and answers every command."""
+
+    def __init__(
+        self, settings: Settings, sockets: SocketPool, publisher: Publisher, metrics: Metrics
+    ) -> None:
+        self.settings = s = settings
+        self.sockets = sockets
+        self.publisher = publisher
+        self.metrics = metrics
+        self.board = Switchboard(
+            timeout=s.phonet_click2call_timeout,
+            grace=s.phonet_click2call_timeout,
+            connect_wait=s.phonet_click2call_connect_wait,
+        )
+        self._pending: dict[Hashable, Pending] = {}
+        self._consuming: tuple[AbstractQueue, str] | None = None
+        self._session = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._timer: asyncio.Task[None] | None = None
+
+    @property
+    def consuming(self) -> bool:
+        """True while the command queue is being consumed."""
+        return self._consuming is not None
+
+    # --- from the sockets -------------------------------------------------------------
+    def offer(self, subscriber: str, connection: int, event: CallEvent) -> bool:
+        """True when ``event`` is the PBX's answer to a command (not a call event)."""
+        if not is_pbx_reply(event):
+            return False
+        refused = pbx_error_message(event) if event.event == "error" else None
+        taken, effects = self.board.answer(subscriber, connection, refused, _now())
+        if taken and not any(isinstance(e, Reply) for e in effects):
+            log.warning(
+                "a timed-out command's late PBX answer discarded", extra={"subscriber": subscriber}
+            )
+        self._apply(effects)
+        return taken
+
+    def socket_state(self, subscriber: str, connection: int, up: bool) -> None:
+        """A subscriber's socket opened or closed (the pool calls this)."""
+        now = _now()
+        if up:
+            self._apply(self.board.socket_up(subscriber, connection, now))
+        else:
+            self._apply(self.board.socket_down(subscriber, connection, now))
+
+    # --- the queue --------------------------------------------------------------------
+    async def consume(self, connection: AbstractConnection) -> None:
+        """Session hook: declare the queue, consume until the channel closes. Commands of
+        this session not yet being acked are abandoned when it ends (redelivered)."""
+        if self.board.stopping:
+            await asyncio.Event().wait()  # shutting down: hold the session, consume nothing
+        self._ensure_timer()
+        self._session += 1
+        session = self._session
+        channel, queue = await self._declare(connection)
+        tag = await queue.consume(partial_handle(self, session))
+        self._consuming = (queue, tag)
+        log.info("consuming click2call commands", extra={"queue": queue.name})
+        try:
+            await channel.closed()
+        finally:
+            self._consuming = None
+            self._apply(self.board.session_lost(session, _now()))
+
+    async def _declare(
+        self, connection: AbstractConnection
+    ) -> tuple[AbstractChannel, AbstractQueue]:
+        s = self.settings
+        arguments: dict[str, Any] = {"x-message-ttl": int(s.phonet_click2call_max_age * 1000)}
+        if s.phonet_click2call_queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        if s.phonet_click2call_dead_letter_exchange:
+            arguments["x-dead-letter-exchange"] = s.phonet_click2call_dead_letter_exchange
+        channel = await connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=s.phonet_click2call_prefetch)
+        name = s.phonet_click2call_queue
+        try:
+            queue = await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            # The queue exists with other arguments (an older TTL, another type): use it as
+            # it is rather than fail to start; the operator can delete it to apply ours.
+            log.warning(
+                "click2call queue exists with other arguments; using it as it is",
+                extra={"queue": name, "wanted": arguments},
+            )
+            channel = await connection.channel(publisher_confirms=False)
+            await channel.set_qos(prefetch_count=s.phonet_click2call_prefetch)
+            queue = await channel.declare_queue(name, passive=True)
+        return channel, queue
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking commands; the ones being acked or dialed finish (up to ``timeout``
+        seconds), the ones waiting their turn go back to the queue, undialed."""
+        consuming = self._consuming
+        if consuming is not None:
+            queue, tag = consuming
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await queue.cancel(tag)
+        self._apply(self.board.stop(_now()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.board.busy:
+                    self._idle.clear()
+                    await self._idle.wait()
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.wait([self._timer])
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def handle(self, session: int, message: AbstractIncomingMessage) -> None:
+        """One delivered command: hand it to the switchboard, then ack, reject or requeue
+        it as told. Cancelled (its channel closed) before the ack: abandoned, the broker
+        redelivers it; cancelled during the ack: treated as acked, since the ack may have
+        reached the broker and the command must not be lost (a redelivery of a dialed
+        command is recognised)."""
+        key = (session, message.delivery_tag)
+        pending = Pending(message, started=_now(), fields=fields_of(message.body))
+        self._pending[key] = pending
+        acking = False
+        try:
+            self._apply(self.board.deliver(self._delivery(key, session, pending), _now()))
+            how = await pending.settle
+            if how is Settle.ACK:
+                acking = True
+                written = await self._ack(message)
+                acking = False
+                self._apply(self.board.acked(key, written, _now()))
+            elif how is Settle.REJECT:
+                with contextlib.suppress(Exception):
+                    await message.reject(requeue=False)
+            elif how is Settle.REQUEUE:
+                with contextlib.suppress(Exception):
+                    await message.reject(requeue=True)
+        except asyncio.CancelledError:
+            now = _now()
+            self._apply(
+                self.board.acked(key, True, now) if acking else self.board.abandon(key, now)
+            )
+            raise
+        finally:
+            if not self.board.holds(key):
+                self._pending.pop(key, None)
+
+    def _delivery(self, key: Hashable, session: int, pending: Pending) -> Delivery:
+        message, s = pending.message, self.settings
+        command = error = None
+        try:
+            command = parse_command(message.body, self.sockets)
+            pending.fields = command_fields(command)
+        except CommandError as exc:
+            error = exc
+        # Age from the sender's timestamp when it set one, else from now.
+        born = message.timestamp.timestamp() if message.timestamp is not None else time.time()
+        fresh_until = pending.started + s.phonet_click2call_max_age - (time.time() - born)
+        return Delivery(
+            key=key,
+            session=session,
+            identity=_identity(message),
+            redelivered=bool(message.redelivered),
+            command=command,
+            error=error,
+            fresh_until=fresh_until,
+        )
+
+    async def _ack(self, message: AbstractIncomingMessage) -> bool:
+        """Ack; False only when it surely never left (the channel was already closed)."""
+        try:
+            await message.ack()
+        except aiormq.exceptions.ChannelInvalidStateError:
+            log.warning("could not acknowledge a command (channel closed); it will be redelivered")
+            return False
+        except Exception as exc:  # unsure whether the broker got it: dial, never lose it
+            log.warning(
+                "acknowledging a command failed (%s); dialing it anyway", type(exc).__name__
+            )
+        return True
+
+    # --- effects ----------------------------------------------------------------------
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, SettleMessage):
+                pending = self._pending.get(effect.key)
+                if pending is not None and not pending.settle.done():
+                    pending.settle.set_result(effect.how)
+            elif isinstance(effect, SendAction):
+                task = asyncio.create_task(self._send(effect), name="click2call:send")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif isinstance(effect, Reply):
+                self._reply(effect)
+        self._wake.set()
+        if not self.board.busy:
+            self._idle.set()
+
+    async def _send(self, effect: SendAction) -> None:
+        sock = self.sockets.get(effect.subscriber)
+        ok = False
+        if sock is not None:
+            try:
+                await sock.send(effect.action, effect.conn)
+                ok = True
+            except NotConnected:
+                pass
+        self._apply(self.board.sent(effect.key, ok, _now()))
+
+    def _ensure_timer(self) -> None:
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.create_task(self._tick(), name="click2call:timer")
+
+    async def _tick(self) -> None:
+        """Tick the switchboard at its next deadline, until cancelled."""
+        while True:
+            deadline = self.board.next_deadline()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if deadline is None else deadline - _now()):
+                    await self._wake.wait()
+            self._apply(self.board.tick(_now()))
+
+    def _reply(self, effect: Reply) -> None:
+        pending = self._pending.get(effect.key)
+        if pending is None:
+            return
+        if pending.settle.done():  # handle() is done with it (else its finally pops it)
+            del self._pending[effect.key]
+        message, fields, outcome = pending.message, pending.fields, effect.outcome
+        result = result_of(outcome)
+        self.metrics.click2call_commands.labels(result).inc()
+        latency = _now() - pending.started
+        if result in ("success", "pbx_error"):
+            self.metrics.click2call_latency.observe(latency)
+        body = reply_body(fields, outcome, effect.pbx_message)
+        wall_ms = time.time_ns() // 1_000_000
+        correlation_id = message.correlation_id or message.message_id
+        headers: dict[str, Any] = {"result": result}
+        subscriber = fields.get("subscriber")
+        if isinstance(subscriber, str):
+            headers["subscriber"] = subscriber
+        if fields.get("id") is not None:
+            headers["command_id"] = str(fields["id"])
+        if correlation_id:
+            headers["correlation_id"] = correlation_id
+        if message.reply_to:
+            self.publisher.put(
+                reply_envelope(
+                    message.reply_to,
+                    correlation_id,
+                    body,
+                    headers,
+                    message_id=uuid.uuid4().hex,
+                    received=pending.started,
+                    wall_ms=wall_ms,
+                )
+            )
+        self.publisher.put(
+            outcome_envelope(
+                self.settings.phonet_exchange,
+                subscriber if isinstance(subscriber, str) else None,
+                "success" if outcome is None else "error",
+                body,
+                headers,
+                message_id=uuid.uuid4().hex,
+                received=pending.started,
+                wall_ms=wall_ms,
+            )
+        )
+        log.log(
+            logging.INFO if outcome is None else logging.WARNING,
+            "click2call %s",
+            result,
+            extra={
+                "subscriber": subscriber,
+                "command_id": fields.get("id"),
+                "detail": None if outcome is None else str(outcome)[:200],
+            },
+        )
+
+
+def partial_handle(service: Click2Call, session: int) -> Any:
+    """The consumer callback for one session (aio-pika calls it with the message)."""
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        await service.handle(session, message)
+
+    return on_message
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _identity(message: AbstractIncomingMessage) -> str:
+    """What identifies one command across redeliveries."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (message.message_id or "", message.correlation_id or ""):
+        h.update(part.encode())
+        h.update(b"\x00")
+    h.update(message.body)
+    return h.hexdigest()

@@ -1,0 +1,411 @@
+"""click2call as a pure state machine: which command is dialed, when, and what it is told.
+
+Sans-I/O: the adapter (:mod:`producer.click2call.service`) reports what happened — a
+command delivered, the message acknowledged, the action written, a PBX answer frame, a
+socket up or down, a broker session lost, the clock — and carries out the
+:data:`Effect`\\ s that come back: settle a message (ack, reject, requeue, abandon), send an
+action on a socket, publish a reply.
+
+A command (a :class:`Job`) goes through::
+
+    delivered ──▶ queued on its subscriber's line ──its turn──▶ waiting for the socket
+        │               │ session lost: abandoned (the broker redelivers it)
+        │               │ shutting down: requeued, undialed
+        ▼               ▼
+    invalid / expired / not connected: error reply, rejected, never dialed
+                      socket up ──▶ acking ──ack written──▶ sending ──▶ awaiting the answer
+                                        │ the channel was gone: abandoned (redelivered)
+    answered (success / PBX error) │ socket dropped │ timeout ──▶ one reply, line free
+
+**The rules it keeps** (``tests/unit/test_switchboard.py`` checks them over random
+interleavings against a model broker and a model PBX):
+
+* **one command in flight per socket**: the PBX answers with no request id, so the next
+  answer frame on a socket belongs to the one command sent on *that connection* and
+  unanswered; an answer on another connection (the socket was reopened) is not its;
+* **after a timeout the line waits** up to ``grace`` seconds for the late answer, so it is
+  never taken for the next command's (it is discarded); a socket drop ends that wait, since
+  the answer cannot come on a new connection. This is exact when the PBX answers within
+  ``timeout + grace`` or never — the protocol allows no better;
+* **at most one action per command**: a command is acknowledged *before* its action is
+  sent, its identity is remembered, and a redelivered command already dialed is acked
+  without dialing or replying again (one already answered with an error and rejected is
+  rejected again, silently: the reject was lost with its session);
+* **exactly one reply per command** that this producer settled: the reply goes through the
+  publish pipeline, so it is published once a broker is reachable, whatever happened to the
+  session the command came on. A command abandoned with its session is answered when it
+  comes back.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from producer.click2call.commands import Command
+from producer.errors import (
+    CommandError,
+    CommandExpired,
+    CommandTimeout,
+    NotConnected,
+    PbxRefused,
+)
+
+SETTLED_MEMORY = 10_000
+"""How many settled commands (dialed, or answered with an error and rejected) are
+remembered to recognise a redelivery."""
+
+LOST_BEFORE_ANSWER = "connection to the PBX lost before it answered"
+
+
+class Settle(Enum):
+    """What to do with a command's queue message."""
+
+    ACK = "ack"
+    REJECT = "reject"  # never requeued: dead-lettered when the queue has a DLX
+    REQUEUE = "requeue"  # shutting down before its turn: back to the queue, undialed
+    ABANDON = "abandon"  # its channel is gone: nothing to do, the broker redelivers it
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A command message as the adapter read it. ``key`` is the adapter's handle for the
+    message; ``identity`` is equal across redeliveries; ``fresh_until`` is the clock
+    value after which it is stale. ``command`` is None when ``error`` says why."""
+
+    key: Hashable
+    session: int
+    identity: str
+    redelivered: bool
+    command: Command | None
+    error: CommandError | None
+    fresh_until: float
+
+
+@dataclass(frozen=True)
+class SettleMessage:
+    key: Hashable
+    how: Settle
+
+
+@dataclass(frozen=True)
+class SendAction:
+    """Write ``action`` on ``subscriber``'s socket, if it is still connection ``conn``;
+    report :meth:`Switchboard.sent`."""
+
+    key: Hashable
+    subscriber: str
+    conn: int
+    action: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Publish the command's reply: ``outcome`` None is success; ``pbx_message`` is the
+    PBX's own text for a refusal."""
+
+    key: Hashable
+    outcome: CommandError | None
+    pbx_message: str | None = None
+
+
+Effect = SettleMessage | SendAction | Reply
+
+
+class Phase(Enum):
+    QUEUED = "queued"
+    WAIT_SOCKET = "wait_socket"
+    ACKING = "acking"
+    SENDING = "sending"
+    AWAITING = "awaiting"
+
+
+@dataclass
+class Job:
+    delivery: Delivery
+    phase: Phase = Phase.QUEUED
+    deadline: float = 0.0
+    conn: int = 0
+
+    @property
+    def command(self) -> Command:
+        assert self.delivery.command is not None
+        return self.delivery.command
+
+
+@dataclass
+class Line:
+    """One subscriber's line to the PBX."""
+
+    subscriber: str
+    queue: deque[Job] = field(default_factory=deque)
+    current: Job | None = None
+    late_conn: int | None = None
+    late_until: float = 0.0
+
+
+class Switchboard:
+    """All lines of one producer. ``timeout``: seconds for the PBX's answer; ``grace``:
+    how long a timed-out command's late answer is waited for; ``connect_wait``: how long
+    a command waits for its socket."""
+
+    def __init__(self, *, timeout: float, grace: float, connect_wait: float) -> None:
+        self.timeout = timeout
+        self.grace = grace
+        self.connect_wait = connect_wait
+        self.lines: dict[str, Line] = {}
+        self.jobs: dict[Hashable, Job] = {}
+        self.sockets: dict[str, int] = {}  # subscriber -> open connection
+        self.settled: OrderedDict[str, Settle] = OrderedDict()  # identity -> how
+        self._copies: dict[str, int] = {}  # identity -> jobs held for it
+        self.stopping = False
+
+    # --- inputs -----------------------------------------------------------------------
+    def deliver(self, delivery: Delivery, now: float) -> list[Effect]:
+        """A command message arrived."""
+        key = delivery.key
+        if self.stopping:
+            return [SettleMessage(key, Settle.REQUEUE)]
+        if delivery.redelivered and delivery.identity in self.settled:
+            # Settled before and answered by that copy; its ack or reject was lost with a
+            # session: settle it the same way, without a second reply.
+            return [SettleMessage(key, self.settled[delivery.identity])]
+        if delivery.error is not None or delivery.command is None:
+            error = delivery.error or CommandError("invalid command")
+            return self._reject(delivery, error)
+        if now > delivery.fresh_until and delivery.identity not in self._copies:
+            return self._reject(delivery, CommandExpired("expired"))
+        # A copy of a command still in progress here (its first delivery was being acked
+        # when its session went) waits behind it: that one's fate decides this one's.
+        job = Job(delivery)
+        self.jobs[key] = job
+        self._copies[delivery.identity] = self._copies.get(delivery.identity, 0) + 1
+        line = self._line(delivery.command.subscriber)
+        line.queue.append(job)
+        return self._advance(line, now)
+
+    def acked(self, key: Hashable, written: bool, now: float) -> list[Effect]:
+        """The adapter tried to ack. ``written`` False: the channel was already gone, the
+        ack never left (the broker will redeliver); True also when unsure."""
+        job = self.jobs.get(key)
+        if job is None or job.phase is not Phase.ACKING:
+            return []
+        line = self.lines[job.command.subscriber]
+        if not written:
+            return self._finish(line, job, now)
+        self._remember(job.delivery.identity, Settle.ACK)
+        conn = self.sockets.get(job.command.subscriber)
+        if conn is None:
+            return self._finish(line, job, now, Reply(key, NotConnected("not connected")))
+        job.phase, job.conn = Phase.SENDING, conn
+        return [SendAction(key, job.command.subscriber, conn, job.command.action())]
+
+    def sent(self, key: Hashable, ok: bool, now: float) -> list[Effect]:
+        """The action was written (``ok``), or the socket was gone."""
+        job = self.jobs.get(key)
+        if job is None or job.phase is not Phase.SENDING:
+            return []  # answered meanwhile, or the socket dropped
+        if not ok:
+            line = self.lines[job.command.subscriber]
+            return self._finish(line, job, now, Reply(key, NotConnected("not connected")))
+        job.phase, job.deadline = Phase.AWAITING, now + self.timeout
+        return []
+
+    def answer(
+        self, subscriber: str, conn: int, refused: str | None, now: float
+    ) -> tuple[bool, list[Effect]]:
+        """A PBX answer frame (``success``, or ``error`` with ``refused`` its text) came on
+        ``subscriber``'s connection ``conn``. Returns whether it was the answer to a
+        command (else it is an ordinary frame) and the effects."""
+        line = self.lines.get(subscriber)
+        if line is None:
+            return False, []
+        job = line.current
+        if job is not None and job.phase in (Phase.SENDING, Phase.AWAITING) and job.conn == conn:
+            outcome = None if refused is None else PbxRefused(refused)
+            return True, self._finish(line, job, now, Reply(job.delivery.key, outcome, refused))
+        if line.late_conn == conn and now < line.late_until:
+            line.late_conn = None  # a timed-out command's answer: discarded
+            return True, self._advance(line, now)
+        return False, []
+
+    def socket_up(self, subscriber: str, conn: int, now: float) -> list[Effect]:
+        self.sockets[subscriber] = conn
+        line = self.lines.get(subscriber)
+        if line is None:
+            return []
+        if line.late_conn is not None and line.late_conn != conn:
+            line.late_conn = None
+        job = line.current
+        if job is not None and job.phase is Phase.WAIT_SOCKET:
+            job.phase = Phase.ACKING
+            return [SettleMessage(job.delivery.key, Settle.ACK)]
+        return self._advance(line, now)
+
+    def socket_down(self, subscriber: str, conn: int, now: float) -> list[Effect]:
+        if self.sockets.get(subscriber) == conn:
+            del self.sockets[subscriber]
+        line = self.lines.get(subscriber)
+        if line is None:
+            return []
+        if line.late_conn == conn:
+            line.late_conn = None  # the late answer can no longer come
+        job = line.current
+        if job is not None and job.phase in (Phase.SENDING, Phase.AWAITING) and job.conn == conn:
+            reply = Reply(job.delivery.key, NotConnected(LOST_BEFORE_ANSWER))
+            return self._finish(line, job, now, reply)
+        return self._advance(line, now)
+
+    def abandon(self, key: Hashable, now: float) -> list[Effect]:
+        """The adapter lost the message before it was acked (its channel closed): forget
+        the command; the broker redelivers it."""
+        job = self.jobs.get(key)
+        if job is None or job.phase not in (Phase.QUEUED, Phase.WAIT_SOCKET, Phase.ACKING):
+            return []
+        line = self.lines[job.command.subscriber]
+        if job is line.current:
+            return self._finish(line, job, now, settle=Settle.ABANDON)
+        line.queue.remove(job)
+        self._forget(key)
+        return [SettleMessage(key, Settle.ABANDON)]
+
+    def session_lost(self, session: int, now: float) -> list[Effect]:
+        """The broker session ``session`` is gone: its commands not yet being acked are
+        abandoned (those being acked are settled by :meth:`acked`)."""
+        effects: list[Effect] = []
+        for key, job in list(self.jobs.items()):
+            if job.delivery.session == session and job.phase in (Phase.QUEUED, Phase.WAIT_SOCKET):
+                effects += self.abandon(key, now)
+        return effects
+
+    def stop(self, now: float) -> list[Effect]:
+        """Shutting down: take no new command; give back those not yet being acked."""
+        self.stopping = True
+        effects: list[Effect] = []
+        for key, job in list(self.jobs.items()):
+            if job.phase in (Phase.QUEUED, Phase.WAIT_SOCKET):
+                line = self.lines[job.command.subscriber]
+                if job is line.current:
+                    effects += self._finish(line, job, now, settle=Settle.REQUEUE)
+                else:
+                    line.queue.remove(job)
+                    self._forget(key)
+                    effects.append(SettleMessage(key, Settle.REQUEUE))
+        return effects
+
+    def tick(self, now: float) -> list[Effect]:
+        """Time passed: socket waits, answer timeouts and late-answer windows end."""
+        effects: list[Effect] = []
+        for line in list(self.lines.values()):
+            job = line.current
+            if job is not None and now >= job.deadline:
+                key = job.delivery.key
+                if job.phase is Phase.WAIT_SOCKET:
+                    self._remember(job.delivery.identity, Settle.REJECT)
+                    reply = Reply(key, NotConnected("not connected"))
+                    effects += self._finish(line, job, now, reply, settle=Settle.REJECT)
+                    continue
+                if job.phase is Phase.AWAITING:
+                    line.late_conn, line.late_until = job.conn, now + self.grace
+                    effects += self._finish(line, job, now, Reply(key, CommandTimeout("timeout")))
+                    continue
+            if line.late_conn is not None and now >= line.late_until:
+                line.late_conn = None
+                effects += self._advance(line, now)
+        return effects
+
+    # --- state ------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`tick` has something to do, if any."""
+        times = [
+            line.current.deadline
+            for line in self.lines.values()
+            if line.current is not None
+            and line.current.phase in (Phase.WAIT_SOCKET, Phase.AWAITING)
+        ]
+        times += [line.late_until for line in self.lines.values() if line.late_conn is not None]
+        return min(times, default=None)
+
+    @property
+    def busy(self) -> int:
+        """Commands held (queued or in progress)."""
+        return len(self.jobs)
+
+    def holds(self, key: Hashable) -> bool:
+        return key in self.jobs
+
+    # --- internals --------------------------------------------------------------------
+    def _line(self, subscriber: str) -> Line:
+        line = self.lines.get(subscriber)
+        if line is None:
+            line = self.lines[subscriber] = Line(subscriber)
+        return line
+
+    def _advance(self, line: Line, now: float) -> list[Effect]:
+        """Give the line to the next command when it is free."""
+        effects: list[Effect] = []
+        if line.late_conn is not None and (
+            now >= line.late_until or self.sockets.get(line.subscriber) != line.late_conn
+        ):
+            line.late_conn = None
+        while line.current is None and line.queue and line.late_conn is None and not self.stopping:
+            job = line.queue.popleft()
+            key = job.delivery.key
+            if job.delivery.redelivered and job.delivery.identity in self.settled:
+                # Its first copy was being acked when the session went, and was dialed.
+                self._forget(key)
+                effects.append(SettleMessage(key, self.settled[job.delivery.identity]))
+                continue
+            if now > job.delivery.fresh_until:  # it may have waited for its turn
+                self._forget(key)
+                effects += self._reject(job.delivery, CommandExpired("expired"))
+                continue
+            line.current = job
+            if line.subscriber in self.sockets:
+                job.phase = Phase.ACKING
+                effects.append(SettleMessage(key, Settle.ACK))
+            else:
+                job.phase, job.deadline = Phase.WAIT_SOCKET, now + self.connect_wait
+        return effects
+
+    def _finish(
+        self,
+        line: Line,
+        job: Job,
+        now: float,
+        reply: Reply | None = None,
+        *,
+        settle: Settle | None = None,
+    ) -> list[Effect]:
+        """The command leaves the line: its reply and settlement, then the next one."""
+        key = job.delivery.key
+        self._forget(key)
+        if line.current is job:
+            line.current = None
+        effects: list[Effect] = []
+        if reply is not None:
+            effects.append(reply)
+        if settle is not None:
+            effects.append(SettleMessage(key, settle))
+        return effects + self._advance(line, now)
+
+    def _forget(self, key: Hashable) -> None:
+        identity = self.jobs.pop(key).delivery.identity
+        left = self._copies[identity] - 1
+        if left:
+            self._copies[identity] = left
+        else:
+            del self._copies[identity]
+
+    def _reject(self, delivery: Delivery, error: CommandError) -> list[Effect]:
+        """Answered with ``error`` and rejected, never dialed."""
+        self._remember(delivery.identity, Settle.REJECT)
+        return [Reply(delivery.key, error), SettleMessage(delivery.key, Settle.REJECT)]
+
+    def _remember(self, identity: str, how: Settle) -> None:
+        self.settled[identity] = how
+        self.settled.move_to_end(identity)
+        if len(self.settled) > SETTLED_MEMORY:
+            self.settled.popitem(last=False)

@@ -1,0 +1,428 @@
+"""The disk spool: unconfirmed envelopes survive a crash of the producer.
+
+When ``PHONET_SPOOL_DIR`` is set, the pipeline journals every envelope here before it can be
+published, and reports each one confirmed or dropped. After a ``kill -9`` (or a power loss,
+with ``PHONET_SPOOL_FSYNC``), the next start with the same directory :meth:`Spool.recover`\\ s
+what was never confirmed and publishes it.
+
+Format — append-only segment files (``<first seq>.seg``) of CRC-checked records
+(:mod:`producer.publish.spool_format`), plus a ``checkpoint`` file holding the oldest
+unconfirmed sequence number. Chosen by measuring (``tests/bench/spool_formats.py``):
+segments took ~300k appends/s against ~72k for SQLite in WAL mode with ``synchronous=OFF``
+and ~40k with ``NORMAL``, with the same crash safety (one write reaching the OS per event,
+no fsync); a confirmation costs nothing on disk (a count per segment, a segment file is
+deleted when none of its records is pending) where SQLite needs a DELETE per event.
+
+Guarantees and bounds:
+
+* every :meth:`append` is one ``os.write`` (no user-space buffer): a killed process loses
+  nothing that was appended. ``fsync`` runs in a background thread (:class:`Syncer`), never
+  on the event loop: ``never`` (default), ``batch`` (at most once a second) or ``always``
+  (continuously: each fsync covers everything written before it, so at most one fsync's
+  worth of events is at risk of a power loss);
+* records below the checkpoint are not replayed; others may be published twice after a
+  crash (same ``message_id``), never lost. The checkpoint is written by the same thread;
+* a damaged record (a torn tail after a crash, or bit rot) ends that segment's replay: it is
+  counted, logged, and the file is truncated before it; never fatal;
+* **disk trouble degrades, never loses**: a failed write (``ENOSPC``, ``EIO``) cuts the
+  segment back to its last whole record, marks the spool :attr:`~Spool.degraded` (one log
+  line per burst) and stops using that segment. Envelopes keep flowing through memory —
+  they are just not on disk (a crash meanwhile loses them). At most once a second the next
+  append tries a fresh segment; when that works, the spool is whole again for new events;
+* on disk at most ``max_bytes``: past it the oldest segment is deleted and its pending
+  records are reported to ``on_evict`` (the pipeline drops and counts them, ``spool_full``);
+* one producer per directory: an exclusive ``flock`` on ``lock``; a second one gets a
+  :class:`~producer.errors.SpoolError` at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from producer.envelope import Envelope
+from producer.errors import SpoolError
+from producer.logs import BurstLog
+from producer.publish.spool_format import decode, decode_checkpoint, encode, encode_checkpoint
+
+log = logging.getLogger("producer.spool")
+
+FsyncPolicy = Literal["never", "batch", "always"]
+SUFFIX = ".seg"
+RETRY_AFTER = 1.0
+"""Seconds a degraded spool waits before it tries the disk again."""
+CHECKPOINT_INTERVAL = 0.2
+BATCH_FSYNC_INTERVAL = 1.0
+
+
+class Disk:
+    """The file operations the spool makes; a test subclass injects faults."""
+
+    write = staticmethod(os.write)
+    fsync = staticmethod(os.fsync)
+    ftruncate = staticmethod(os.ftruncate)
+
+    def open_segment(self, path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def write_checkpoint(self, directory: Path, data: bytes) -> None:
+        tmp = directory / "checkpoint.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, directory / "checkpoint")
+
+
+@dataclass
+class Segment:
+    path: Path
+    first_seq: int
+    size: int = 0
+    live: int = 0
+    last_seq: int = 0
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What :meth:`Spool.recover` found."""
+
+    envelopes: list[Envelope]
+    damaged: int
+    skipped: int
+    next_seq: int
+    """Sequence numbers from here on are unused (above every record and the checkpoint)."""
+
+
+class Spool:
+    """An open spool directory. Appends and removals come from one event loop."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        fsync: FsyncPolicy = "never",
+        segment_bytes: int | None = None,
+        on_evict: Callable[[int, int], None] | None = None,
+        disk: Disk | None = None,
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes or max(64 * 1024, min(8 * 1024 * 1024, max_bytes // 8))
+        self.on_evict = on_evict
+        self.disk = disk or Disk()
+        self._segments: list[Segment] = []
+        self._firsts: list[int] = []
+        self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self._checkpoint = 0
+        self._written_checkpoint = -1
+        self._retry_at = 0.0
+        self._trouble = BurstLog(log)
+        self._syncer: Syncer | None = None
+        self.degraded = False
+        self.bytes = 0
+
+    # --- opening and recovery ---------------------------------------------------------
+    def open(self) -> None:
+        """Create the directory if needed and lock it. Raises SpoolError."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SpoolError(f"PHONET_SPOOL_DIR {self.directory}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise SpoolError(
+                f"PHONET_SPOOL_DIR {self.directory} is in use by another producer"
+            ) from None
+
+    def recover(self, *, received: float = 0.0) -> Recovery:
+        """Load every pending record, oldest first; truncate damage; delete spent segments."""
+        try:
+            self._checkpoint = decode_checkpoint((self.directory / "checkpoint").read_bytes())
+        except FileNotFoundError:
+            self._checkpoint = 0
+        envelopes: list[Envelope] = []
+        damaged = skipped = 0
+        highest = self._checkpoint - 1
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            try:
+                first = int(path.stem)
+            except ValueError:
+                continue
+            data = path.read_bytes()
+            found = decode(data, received=received)
+            if found.damaged:
+                damaged += 1
+                log.warning(
+                    "spool segment damaged (torn tail?): kept %d records, cut %d bytes",
+                    len(found.envelopes),
+                    len(data) - found.good_bytes,
+                    extra={"segment": path.name},
+                )
+                os.truncate(path, found.good_bytes)
+            segment = Segment(path, first, size=found.good_bytes)
+            for envelope in found.envelopes:
+                segment.last_seq = max(segment.last_seq, envelope.seq)
+                highest = max(highest, envelope.seq)
+                if envelope.seq < self._checkpoint:
+                    skipped += 1
+                    continue
+                segment.live += 1
+                envelopes.append(envelope)
+            if segment.live == 0:
+                path.unlink()
+                continue
+            self._add_segment(segment)
+        envelopes.sort(key=lambda e: e.seq)
+        return Recovery(envelopes, damaged, skipped, next_seq=max(1, highest + 1))
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the background thread that writes the checkpoint and fsyncs per policy."""
+        self._syncer = Syncer(self, loop)
+        self._syncer.start()
+
+    def _add_segment(self, segment: Segment) -> None:
+        self._segments.append(segment)
+        self._firsts.append(segment.first_seq)
+        self.bytes += segment.size
+
+    # --- the journal (called by the pipeline) -----------------------------------------
+    def append(self, envelope: Envelope) -> None:
+        """Write one record; rolls to a new segment and evicts old ones when over bounds.
+        Never raises: disk trouble makes the spool degraded (see the module docstring)."""
+        if self.degraded and time.monotonic() < self._retry_at:
+            return
+        record = encode(envelope)
+        active = self._segments[-1] if self._fd is not None else None
+        try:
+            if active is None or active.size >= self.segment_bytes:
+                active = None  # if the roll fails there is no segment to mend
+                active = self._roll(envelope.seq)
+            assert self._fd is not None
+            written = self.disk.write(self._fd, record)
+            if written != len(record):
+                raise OSError(28, f"short write ({written} of {len(record)} bytes)")
+        except OSError as exc:
+            self._failed(exc, active)
+            return
+        if self.degraded:
+            self.degraded = False
+            log.info("spool writes work again: new events are on disk again")
+        active.size += len(record)
+        active.live += 1
+        active.last_seq = envelope.seq
+        self.bytes += len(record)
+        if self._syncer is not None and self.fsync != "never":
+            self._syncer.mark(self._fd, active.path)
+        while self.bytes > self.max_bytes and len(self._segments) > 1:
+            self._evict_oldest()
+
+    def remove(self, seq: int) -> None:
+        """``seq`` was confirmed or dropped: it need not be replayed."""
+        index = bisect.bisect_right(self._firsts, seq) - 1
+        if index < 0:
+            return
+        segment = self._segments[index]
+        if seq > segment.last_seq:
+            return  # never written (the spool was degraded), or already gone
+        segment.live -= 1
+        if segment.live <= 0 and not (self._fd is not None and index == len(self._segments) - 1):
+            self._delete(index)
+
+    def checkpoint(self, oldest_pending: int) -> None:
+        """Record that everything below ``oldest_pending`` is done (written in the
+        background, or by :meth:`sync`)."""
+        self._checkpoint = oldest_pending
+
+    def _failed(self, exc: OSError, active: Segment | None) -> None:
+        """A write failed: keep the segment whole up to its last record, stop using it."""
+        if self._fd is not None:
+            if active is not None:
+                with contextlib.suppress(OSError):
+                    self.disk.ftruncate(self._fd, active.size)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if active is not None and active.live == 0 and active in self._segments:
+            self._delete(self._segments.index(active))
+        self._retry_at = time.monotonic() + RETRY_AFTER
+        self.degraded = True
+        self._trouble(
+            logging.ERROR,
+            "spool write failed (%s): degraded, events are held in memory only until the disk"
+            " takes writes again",
+            exc.strerror or str(exc),
+            extra={"spool_dir": str(self.directory)},
+        )
+
+    # --- maintenance ------------------------------------------------------------------
+    def sync(self) -> None:
+        """Write the checkpoint if it moved and fsync per policy, now, on this thread."""
+        self._write_checkpoint()
+        fd = self._fd
+        if fd is not None and self.fsync != "never":
+            self.disk.fsync(fd)
+
+    def _write_checkpoint(self) -> None:
+        value = self._checkpoint
+        if value != self._written_checkpoint:
+            self.disk.write_checkpoint(self.directory, encode_checkpoint(value))
+            self._written_checkpoint = value
+
+    def close(self) -> None:
+        """Stop the background thread, checkpoint, fsync per policy, close the files and
+        release the directory lock. Disk errors here are logged, not raised."""
+        if self._syncer is not None:
+            self._syncer.stop()
+            self._syncer = None
+        try:
+            self.sync()
+        except OSError as exc:
+            log.error("spool: final checkpoint or fsync failed: %s", exc.strerror)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            if self._segments and self._segments[-1].live == 0:
+                self._delete(len(self._segments) - 1)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --- segments ---------------------------------------------------------------------
+    def _roll(self, first_seq: int) -> Segment:
+        if self._fd is not None:
+            if self._syncer is not None and self.fsync != "never":
+                self._syncer.mark(self._fd, self._segments[-1].path)  # fsyncs a duplicate
+            os.close(self._fd)
+            self._fd = None
+            if self._segments[-1].live == 0:
+                self._delete(len(self._segments) - 1)
+        path = self.directory / f"{first_seq:020d}{SUFFIX}"
+        self._fd = self.disk.open_segment(path)
+        segment = Segment(path, first_seq, last_seq=first_seq - 1)
+        self._add_segment(segment)
+        if self._syncer is not None and self.fsync != "never":
+            self._syncer.mark_directory()
+        return segment
+
+    def _delete(self, index: int) -> None:
+        segment = self._segments.pop(index)
+        self._firsts.pop(index)
+        self.bytes -= segment.size
+        with contextlib.suppress(FileNotFoundError):
+            segment.path.unlink()
+
+    def _evict_oldest(self) -> None:
+        segment = self._segments[0]
+        first, last, live = segment.first_seq, segment.last_seq, segment.live
+        self._delete(0)
+        if live and self.on_evict is not None:
+            self.on_evict(first, last)
+
+
+class Syncer(threading.Thread):
+    """The spool's background thread: writes the checkpoint (at most 5 times a second) and
+    fsyncs per policy, so a slow disk never stalls the event loop.
+
+    The loop thread :meth:`mark`\\ s a file descriptor after writing to it; the mark takes a
+    duplicate (``os.dup``), so the loop may close or roll the segment at any time. Errors are
+    handed back to the loop thread, which logs them (and marks the spool degraded for a
+    failed fsync).
+    """
+
+    def __init__(self, spool: Spool, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(name="phonet-spool-sync", daemon=True)
+        self.spool = spool
+        self.loop = loop
+        self._mutex = threading.Lock()
+        self._dups: list[int] = []
+        self._marked: object = None
+        self._dir_dirty = False
+        self._wake = threading.Event()
+        self._stop_requested = False
+
+    def mark(self, fd: int, key: object) -> None:
+        """``fd`` (the file ``key``) has writes to fsync (loop thread)."""
+        with self._mutex:
+            if self._marked == key:
+                return  # its duplicate is queued already and covers these writes
+            self._marked = key
+            self._dups.append(os.dup(fd))
+        if self.spool.fsync == "always":
+            self._wake.set()
+
+    def mark_directory(self) -> None:
+        """A segment file was created (loop thread)."""
+        self._dir_dirty = True
+
+    def stop(self) -> None:
+        """Finish the current round, fsync what is marked, and end (loop thread)."""
+        self._stop_requested = True
+        self._wake.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        interval = BATCH_FSYNC_INTERVAL if self.spool.fsync == "batch" else CHECKPOINT_INTERVAL
+        last_fsync = 0.0
+        while True:
+            self._wake.wait(CHECKPOINT_INTERVAL)
+            self._wake.clear()
+            stopping = self._stop_requested
+            try:
+                self.spool._write_checkpoint()
+            except OSError as exc:
+                self._report(exc, degrade=False)
+            now = time.monotonic()
+            due = self.spool.fsync == "always" or now - last_fsync >= interval
+            if self.spool.fsync != "never" and (due or stopping):
+                last_fsync = now
+                self._fsync_marked()
+            if stopping:
+                return
+
+    def _fsync_marked(self) -> None:
+        with self._mutex:
+            fds, self._dups, self._marked = self._dups, [], None
+        directory, self._dir_dirty = self._dir_dirty, False
+        for fd in fds:
+            try:
+                self.spool.disk.fsync(fd)
+            except OSError as exc:
+                self._report(exc, degrade=True)
+            finally:
+                os.close(fd)
+        if directory:
+            try:
+                fd = os.open(self.spool.directory, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self._report(exc, degrade=False)
+
+    def _report(self, exc: OSError, *, degrade: bool) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+            self.loop.call_soon_threadsafe(self._on_loop, exc, degrade)
+
+    def _on_loop(self, exc: OSError, degrade: bool) -> None:
+        spool = self.spool
+        if degrade and spool._fd is not None:
+            # Written data may not be on disk: start a fresh segment on the next append.
+            spool._failed(exc, spool._segments[-1] if spool._segments else None)
+        else:
+            spool._trouble(logging.ERROR, "spool checkpoint or fsync failed: %s", exc.strerror)
