@@ -17,10 +17,14 @@ in-flight publishes across a reconnect is explicit and tested.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -29,7 +33,7 @@ from aio_pika.abc import AbstractConnection
 from producer import __version__
 from producer.backoff import Backoff
 from producer.errors import BrokerUnavailable
-from producer.logs import safe_error
+from producer.logs import BurstLog, safe_error
 from producer.metrics import Metrics
 from producer.publish.fastpath import blocked_probe
 from producer.publish.publisher import Publisher, SessionLost, refusal
@@ -45,6 +49,71 @@ _TRANSIENT = (
     aiormq.exceptions.AMQPError,
     aio_pika.exceptions.AMQPException,
 )
+
+
+SLOW_RETRY = 30.0
+"""Seconds between attempts after a configuration error (credentials, virtual host): the
+broker will not change its mind quickly, and hammering it fills its log."""
+
+
+@dataclass(frozen=True)
+class ConnectProblem:
+    """Why a broker connection could not be opened, in words an operator can act on."""
+
+    kind: str  # refused, dns, timeout, tls, auth, vhost, other
+    what: str
+    check: str
+    config_error: bool = False
+
+
+def connect_problem(exc: BaseException) -> ConnectProblem:
+    """Tell the usual reasons apart (pure: looks only at the exception)."""
+    from aiormq.exceptions import InvalidFrameError, ProbableAuthenticationError
+
+    if isinstance(exc, ProbableAuthenticationError | aiormq.exceptions.AuthenticationError):
+        return ConnectProblem(
+            "auth",
+            "the broker refused the user name or password",
+            "the credentials in AMQP_URL (a configuration error: retrying slowly)",
+            True,
+        )
+    if isinstance(exc, InvalidFrameError) and "Connection.Close" in str(exc):
+        return ConnectProblem(
+            "vhost",
+            "the broker refused to open the virtual host",
+            "that the vhost in AMQP_URL exists and the user may use it (a configuration"
+            " error: retrying slowly)",
+            True,
+        )
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return ConnectProblem("tls", "the TLS handshake failed", "amqps:// settings and the CA")
+    if isinstance(exc, TimeoutError):
+        return ConnectProblem(
+            "timeout",
+            "no answer within AMQP_CONNECT_TIMEOUT",
+            "the host and port in AMQP_URL, and any firewall in between",
+        )
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, socket.gaierror) or code in _DNS_ERRORS:
+        return ConnectProblem("dns", "the host name does not resolve", "the host in AMQP_URL (DNS)")
+    if code == errno.ECONNREFUSED:
+        return ConnectProblem(
+            "refused",
+            "nothing accepts connections there",
+            "that RabbitMQ runs and the host and port in AMQP_URL",
+        )
+    return ConnectProblem("other", safe_error(exc), "the broker's log and AMQP_URL")
+
+
+_DNS_ERRORS = {socket.EAI_NONAME, socket.EAI_AGAIN, getattr(socket, "EAI_NODATA", -5)}
+
+
+def describe_target(url: str) -> str:
+    """``host:port, vhost V, user U`` from an AMQP URL (never the password)."""
+    parts = urlsplit(url)
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return f"{parts.hostname}:{port}, vhost {vhost!r}, user {parts.username or 'guest'!r}"
 
 
 async def open_connection(url: str, *, timeout: float, name: str) -> AbstractConnection:
@@ -81,9 +150,11 @@ class BrokerLink:
         publisher: Publisher,
         metrics: Metrics,
         connect_timeout: float = 10.0,
+        name: str = "",
         backoff: Backoff | None = None,
     ) -> None:
         self._url = url
+        self.name = f"phonet-producer@{name or socket.gethostname()}"
         self.safe_url = safe_url
         self.exchange = exchange
         self.publisher = publisher
@@ -92,6 +163,8 @@ class BrokerLink:
         self._backoff = backoff or Backoff(min_delay=0.5, max_delay=15.0, initial=0.5)
         self.session_hooks: list[SessionHook] = []
         self.connection: AbstractConnection | None = None
+        self._failing: str | None = None  # the kind of the current burst of failures
+        self._retry_log = BurstLog(log, interval=60.0)
         self._stopping = asyncio.Event()
         self._lost: asyncio.Future[None] | None = None
         self._up = asyncio.Event()
@@ -118,7 +191,6 @@ class BrokerLink:
         """Connect, run sessions, reconnect with backoff, until :meth:`stop`; then close
         the connection and return. Cancellation closes the connection and propagates."""
         loop = asyncio.get_running_loop()
-        name = f"phonet-producer@{socket.gethostname()}"
         first = True
         while not self._stopping.is_set():
             if not first:
@@ -126,21 +198,14 @@ class BrokerLink:
             first = False
             try:
                 connection = await open_connection(
-                    self._url, timeout=self.connect_timeout, name=name
+                    self._url, timeout=self.connect_timeout, name=self.name
                 )
             except asyncio.CancelledError:
                 raise
             except (*_TRANSIENT, ValueError) as exc:
-                self.metrics.amqp_connect_failures.inc()
-                delay = self._backoff.next_delay()
-                log.warning(
-                    "broker connect failed: %s; retrying in %.1fs",
-                    safe_error(exc),
-                    delay,
-                    extra={"amqp_url": self.safe_url},
-                )
-                await self._sleep(delay)
+                await self._sleep(self._connect_failed(exc))
                 continue
+            self._failing = None
             started = loop.time()
             refused = False
             try:
@@ -159,6 +224,36 @@ class BrokerLink:
             self._backoff.session_ended(loop.time() - started)
             if not self._stopping.is_set():
                 await self._sleep(self._backoff.next_delay())
+
+    def _connect_failed(self, exc: BaseException) -> float:
+        """Count and explain a failed attempt; returns how long to wait. The first failure
+        of a kind says what was tried and what to check; repeats are one line a minute."""
+        problem = connect_problem(exc)
+        self.metrics.amqp_connect_failures.labels(problem.kind).inc()
+        delay = self._backoff.next_delay()
+        if problem.config_error:
+            delay = max(delay, SLOW_RETRY)
+        extra = {"amqp_url": self.safe_url, "reason": problem.kind}
+        if problem.kind != self._failing:
+            self._failing = problem.kind
+            log.error(
+                "cannot connect to RabbitMQ at %s (%s): %s; check %s. Retrying in %.1fs",
+                self.safe_url,
+                describe_target(self._url),
+                problem.what,
+                problem.check,
+                delay,
+                extra=extra,
+            )
+        else:
+            self._retry_log(
+                logging.WARNING,
+                "still cannot connect to RabbitMQ (%s); retrying in %.1fs",
+                problem.what,
+                delay,
+                extra=extra,
+            )
+        return delay
 
     async def _sleep(self, delay: float) -> None:
         try:

@@ -28,6 +28,7 @@ import signal
 import time
 from types import TracebackType
 
+from producer import __version__
 from producer.amqp import BrokerLink
 from producer.backoff import Backoff
 from producer.click2call.service import Click2Call
@@ -76,6 +77,7 @@ class Producer:
             publisher=self.publisher,
             metrics=self.metrics,
             connect_timeout=s.amqp_connect_timeout,
+            name=s.replica_id,
             backoff=Backoff(
                 min_delay=s.amqp_reconnect_min_delay,
                 max_delay=s.amqp_reconnect_max_delay,
@@ -173,6 +175,8 @@ class Producer:
             buffered=len(self.pipeline),
             amqp_blocked=self.pipeline.blocked,
             spool_degraded=self.spool is not None and self.spool.degraded,
+            version=__version__,
+            replica_id=self.settings.replica_id,
         )
 
     # --- lifecycle --------------------------------------------------------------------
@@ -199,6 +203,8 @@ class Producer:
         log.info(
             "producer started",
             extra={
+                "version": __version__,
+                "replica_id": self.settings.replica_id,
                 "subscribers": len(self.settings.subscribers),
                 "exchange": self.settings.phonet_exchange,
                 "amqp_url": self.settings.safe_amqp_url,
@@ -211,7 +217,7 @@ class Producer:
         found = spool.recover(received=asyncio.get_running_loop().time())
         self.pipeline.advance_seq(found.next_seq)
         for envelope in found.envelopes:
-            self.publisher.put_recovered(envelope)
+            self.publisher.put(envelope, recovered=True)
         self.metrics.spool_recovered.inc(len(found.envelopes))
         self.metrics.spool_damaged.inc(found.damaged)
         self.metrics.spool_bytes.set(spool.bytes)
@@ -241,34 +247,56 @@ class Producer:
         # Commands in progress need their socket: let them finish (bounded) first.
         await self.click2call.stop(timeout=max(0.0, (deadline - loop.time()) / 2))
         await self.sockets.close(timeout=min(2.0, self.settings.phonet_shutdown_timeout / 4))
+        # A command still being acked is answered now that its socket is gone: its reply
+        # joins what is flushed below.
+        await self.click2call.settled(timeout=0.5)
+        await self.click2call.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, deadline - loop.time())):
                 await self.publisher.wait_empty()
-        left = len(self.pipeline)
-        if left and self.spool is not None:
-            log.warning(
-                "shutdown: %d unconfirmed events stay in the spool for the next start", left
-            )
-        elif left:
-            self.metrics.events_dropped.labels("shutdown").inc(left)
-            log.error("shutdown: %d events could not be confirmed by the broker", left)
         self.broker.stop()
         if self._broker_task is not None:
             try:
-                # Bounded so the default 8 s budget + 1.5 s stays under Kubernetes' 10 s.
-                async with asyncio.timeout(1.5):
+                # Bounded: the default 8 s budget + 1 s + the spool's 1 s stays under
+                # Kubernetes' default 10 s grace period.
+                async with asyncio.timeout(1.0):
                     await self._broker_task
             except TimeoutError:
                 self._broker_task.cancel()
                 await asyncio.wait([self._broker_task])
+        left = len(self.pipeline)
         await self.http.close()
+        lost = left
         if self.spool is not None:
-            if self._spool_task is not None:
-                self._spool_task.cancel()
-                await asyncio.wait([self._spool_task])
-            self.spool.checkpoint(self.pipeline.oldest_seq)
-            self.spool.close()
+            lost = await self._close_spool(self.spool)
+        if left - lost:
+            log.warning(
+                "shutdown: %d unconfirmed events stay in the spool for the next start",
+                left - lost,
+            )
+        if lost:
+            self.metrics.events_dropped.labels("shutdown").inc(lost)
+            log.error(
+                "shutdown: %d events could not be confirmed by the broker%s",
+                lost,
+                "" if self.spool is None else " and were in memory only (the spool disk failed)",
+            )
         log.info("stopped", extra={"unconfirmed": left})
+
+    async def _close_spool(self, spool: Spool) -> int:
+        """Checkpoint and close the spool in a worker thread (a stalled disk must not hold
+        the shutdown past its budget); returns how many held events are not on disk."""
+        if self._spool_task is not None:
+            self._spool_task.cancel()
+            await asyncio.wait([self._spool_task])
+        spool.checkpoint(self.pipeline.oldest_seq)
+        closing = asyncio.ensure_future(asyncio.to_thread(spool.close, 0.8))
+        try:
+            async with asyncio.timeout(1.0):
+                await asyncio.shield(closing)
+        except TimeoutError:
+            log.error("shutdown: the spool did not close in time (a stalled disk?)")
+        return spool.missing
 
     async def __aenter__(self) -> Producer:
         await self.start()

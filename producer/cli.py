@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, help="stop after printing this many events")
     demo.add_argument("--calls-per-second", type=float, default=1.0)
     demo.add_argument("--exchange", default="phonet.events")
+    demo.add_argument("--click2call-queue", default="phonet.click2call")
 
     sim = commands.add_parser("simulator", help="run the Phonet simulator alone")
     sim.add_argument("--host", default="127.0.0.1")
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--calls-per-second", type=float, default=1.0, help="0: no calls")
     sim.add_argument("--seed", type=int, help="repeatable traffic")
+    sim.add_argument("--verbose", action="store_true", help="log every socket and handshake")
     return parser
 
 
@@ -122,11 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     max_events=args.events,
                     calls_per_second=args.calls_per_second,
                     exchange=args.exchange,
+                    click2call_queue=args.click2call_queue,
                 )
             )
         return 0
     if args.command == "simulator":
-        setup_logging("INFO", "text")
+        setup_logging("DEBUG" if args.verbose else "INFO", "text")
+        if not args.verbose:  # one line per socket is noise with thousands of them
+            logging.getLogger("producer.simulator.ws").setLevel(logging.WARNING)
         return asyncio.run(_run_simulator(args))
 
     try:

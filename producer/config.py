@@ -11,13 +11,17 @@ configuration table is generated from the same field descriptions (see
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -128,6 +132,11 @@ class Settings(BaseSettings):
     )
 
     # --- Service ------------------------------------------------------------------------
+    phonet_replica_id: str = Field(
+        "",
+        max_length=64,
+        description="this replica's name in logs, /readyz and the broker (default: host name)",
+    )
     metrics_host: str = Field("0.0.0.0", description="address of /metrics /healthz /readyz")
     metrics_port: int = Field(9120, ge=0, le=65535, description="port of the same (0: any free)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -227,41 +236,38 @@ class Settings(BaseSettings):
             raise ValueError("must not start with 'amq.' (reserved by RabbitMQ)")
         return value
 
-    @model_validator(mode="after")
-    def _check_together(self) -> Settings:
-        key, key_file = self.phonet_api_key, self.phonet_api_key_file
-        if key is not None and key_file is not None:
-            raise ValueError("PHONET_API_KEY: set PHONET_API_KEY or PHONET_API_KEY_FILE, not both")
-        if key is None and key_file is None:
-            raise ValueError("PHONET_API_KEY: required (or PHONET_API_KEY_FILE)")
-        if key_file is not None:
-            try:
-                text = key_file.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or type(exc).__name__
-                raise ValueError(f"PHONET_API_KEY_FILE: cannot read {key_file}: {reason}") from None
-            if not text:
-                raise ValueError(f"PHONET_API_KEY_FILE: {key_file} is empty")
-            object.__setattr__(self, "phonet_api_key", SecretStr(text))
-        elif key is not None and not key.get_secret_value().strip():
-            raise ValueError("PHONET_API_KEY: is empty")
-        if self.phonet_reconnect_min_delay > self.phonet_reconnect_max_delay:
-            raise ValueError(
-                "PHONET_RECONNECT_MIN_DELAY: must not exceed PHONET_RECONNECT_MAX_DELAY"
-            )
-        if self.phonet_buffer_max_bytes < 2 * self.phonet_max_frame_bytes:
-            raise ValueError(
-                "PHONET_BUFFER_MAX_BYTES: must be at least twice PHONET_MAX_FRAME_BYTES"
-            )
-        if self.amqp_reconnect_min_delay > self.amqp_reconnect_max_delay:
-            raise ValueError("AMQP_RECONNECT_MIN_DELAY: must not exceed AMQP_RECONNECT_MAX_DELAY")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_together(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """Rules across settings, checked even when single settings fail, so that every
+        problem is reported at once (a missing key next to a missing domain)."""
+        if not isinstance(data, dict):
+            return handler(data)
+        try:
+            settings = handler(data)
+        except ValidationError as exc:
+            problems = cross_problems(lambda name: _lenient(data, name))
+            if problems:
+                raise Problems([format_validation_error(exc), *problems]) from None
+            raise
+        problems = cross_problems(lambda name: getattr(settings, name))
+        if problems:
+            raise Problems(problems)
+        if settings.phonet_api_key_file is not None:
+            key = settings.phonet_api_key_file.read_text(encoding="utf-8").strip()
+            object.__setattr__(settings, "phonet_api_key", SecretStr(key))
+        return settings
 
     # --- derived values -----------------------------------------------------------------
     @property
     def api_key(self) -> str:
+        """The key: PHONET_API_KEY, or the content of PHONET_API_KEY_FILE read at start."""
         assert self.phonet_api_key is not None  # guaranteed by _check_together
         return self.phonet_api_key.get_secret_value().strip()
+
+    @property
+    def replica_id(self) -> str:
+        return self.phonet_replica_id.strip() or socket.gethostname()
 
     @property
     def subscribers(self) -> tuple[str, ...]:
@@ -303,6 +309,66 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+class Problems(Exception):
+    """Setting problems found across settings: each line names its setting. (Not a
+    ValueError, so pydantic passes it through as it is.)"""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+
+
+def _lenient(data: dict[str, Any], name: str) -> Any:
+    """``name``'s value from raw input as its type, or None when absent and required, or
+    when it does not parse (its own error is reported already)."""
+    field = Settings.model_fields[name]
+    if name not in data:
+        return None if field.is_required() else field.default
+    assert field.annotation is not None
+    try:
+        return TypeAdapter(field.annotation).validate_python(data[name])
+    except ValidationError:
+        return None
+
+
+def cross_problems(get: Callable[[str], Any]) -> list[str]:
+    """Every rule that spans settings, as one line per problem naming the setting.
+    ``get(field)`` gives a setting's value, or None when it is unknown."""
+    problems: list[str] = []
+    key, key_file = get("phonet_api_key"), get("phonet_api_key_file")
+    if key is not None and key_file is not None:
+        problems.append("PHONET_API_KEY: set PHONET_API_KEY or PHONET_API_KEY_FILE, not both")
+    elif key is None and key_file is None:
+        problems.append("PHONET_API_KEY: required (or PHONET_API_KEY_FILE)")
+    elif key is not None and not key.get_secret_value().strip():
+        problems.append("PHONET_API_KEY: is empty")
+    elif key_file is not None:
+        problem = key_file_problem(key_file)
+        if problem:
+            problems.append(f"PHONET_API_KEY_FILE: {problem}")
+    pairs = (
+        ("phonet_reconnect_min_delay", "phonet_reconnect_max_delay", "must not exceed"),
+        ("amqp_reconnect_min_delay", "amqp_reconnect_max_delay", "must not exceed"),
+    )
+    for low, high, words in pairs:
+        a, b = get(low), get(high)
+        if a is not None and b is not None and a > b:
+            problems.append(f"{env_name(low)}: {words} {env_name(high)}")
+    frame, budget = get("phonet_max_frame_bytes"), get("phonet_buffer_max_bytes")
+    if frame is not None and budget is not None and budget < 2 * frame:
+        problems.append("PHONET_BUFFER_MAX_BYTES: must be at least twice PHONET_MAX_FRAME_BYTES")
+    return problems
+
+
+def key_file_problem(path: Path) -> str | None:
+    """Why the key file cannot be used, or None."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        return f"cannot read {path}: {reason}"
+    return None if text else f"{path} is empty"
+
+
 def env_name(field: str) -> str:
     return field.upper()
 
@@ -327,9 +393,11 @@ def load_settings(**overrides: Any) -> Settings:
     """Read the environment (``overrides`` win) and validate.
 
     Raises:
-        ConfigError: one line per bad setting, each naming its variable.
+        ConfigError: one line per bad setting, each naming its variable, all at once.
     """
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+    except Problems as exc:
+        raise ConfigError(str(exc)) from None

@@ -19,6 +19,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
+from producer import __version__
 from producer.amqp import check_broker, open_connection
 from producer.app import Producer
 from producer.config import DEFAULT_AMQP_URL, load_settings, mask_url
@@ -63,6 +64,7 @@ async def run_demo(
     max_events: int | None = None,
     calls_per_second: float = 1.0,
     exchange: str = "phonet.events",
+    click2call_queue: str = "phonet.click2call",
     metrics_port: int = 0,
     out: TextIO = sys.stdout,
 ) -> int:
@@ -99,6 +101,7 @@ async def run_demo(
             phonet_url=sim.url,
             amqp_url=url,
             phonet_exchange=exchange,
+            phonet_click2call_queue=click2call_queue,
             metrics_host="127.0.0.1",
             metrics_port=metrics_port,
             phonet_reconnect_initial_delay=0.5,
@@ -125,7 +128,8 @@ async def run_demo(
             async with Producer(settings) as producer:
                 print(
                     f"simulator  {sim.url}  subscribers {', '.join(DEMO_SUBSCRIBERS)}\n"
-                    f"producer   metrics http://127.0.0.1:{producer.http.port}/metrics\n"
+                    f"producer   {__version__} (replica {settings.replica_id})  metrics"
+                    f" http://127.0.0.1:{producer.http.port}/metrics\n"
                     f"consumer   queue bound to '#' on exchange {exchange!r} at {safe}\n"
                     "Ctrl-C stops. Events as RabbitMQ delivers them:",
                     file=out,

@@ -40,6 +40,8 @@ class Health:
     buffered: int = 0
     amqp_blocked: bool = False
     spool_degraded: bool = False
+    version: str = ""
+    replica_id: str = ""
 
     @property
     def ready(self) -> bool:

@@ -19,7 +19,11 @@ import orjson
 
 _API_KEY = re.compile(r"(?i)(apikey=)[^&\s\"']+")
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",  # set by Formatter.format itself
+}
+_PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
 
 TRIM = 300
 """Characters of a frame or payload shown in a log line (see :func:`trimmed`)."""
@@ -80,6 +84,16 @@ class ScrubFilter(logging.Filter):
         return True
 
 
+def extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra=`` fields of a record: plain values only (libraries attach objects, such
+    as websockets' connection, whose repr says nothing useful)."""
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD and not key.startswith("_") and isinstance(value, _PLAIN)
+    }
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, any ``extra=`` fields, exc."""
 
@@ -91,9 +105,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        entry.update(extras(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return SCRUBBER(orjson.dumps(entry, default=str).decode())
@@ -105,11 +117,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        extras = {
-            k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
-        }
-        if extras:
-            text += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        fields = extras(record)
+        if fields:
+            text += " " + " ".join(f"{k}={v}" for k, v in fields.items())
         return SCRUBBER(text)
 
 

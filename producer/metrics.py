@@ -12,13 +12,23 @@ import contextlib
 import platform
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
 from producer import __version__
 from producer.events import KNOWN_EVENTS, InvalidReason
 
 if TYPE_CHECKING:
     from producer.publish.pipeline import Pipeline
+
+# A `_created` series per counter doubles what is scraped and says nothing an operator uses.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 EVENT_LABELS = (*sorted(KNOWN_EVENTS), "other", "invalid")
 """``event`` label values of frames read from Phonet."""
@@ -33,6 +43,7 @@ CLICK2CALL_RESULTS = (
     "timeout",
     "expired",
 )
+CONNECT_FAILURES = ("refused", "dns", "timeout", "tls", "auth", "vhost", "other")
 SEAMS = ("aiormq_publish", "websockets_opcode")
 DROP_REASONS = ("buffer_full", "spool_full", "shutdown", "unencodable", "refused")
 
@@ -117,7 +128,10 @@ class Metrics:
             registry=r,
         )
         self.amqp_connect_failures = Counter(
-            "phonet_amqp_connect_failures", "Broker connection attempts that failed", registry=r
+            "phonet_amqp_connect_failures",
+            "Broker connection attempts that failed, by reason",
+            ["reason"],
+            registry=r,
         )
         self.amqp_blocked = Gauge(
             "phonet_amqp_blocked",
@@ -223,6 +237,8 @@ class Metrics:
             self.events_dropped.labels(drop)
         for result in CLICK2CALL_RESULTS:
             self.click2call_commands.labels(result)
+        for kind in CONNECT_FAILURES:
+            self.amqp_connect_failures.labels(kind)
         self.amqp_connected.set(0)
 
     def watch(self, pipeline: Pipeline) -> None:

@@ -1,6 +1,10 @@
 """Shared fixtures. The broker comes from AMQP_URL when set, else from testcontainers
 (a throwaway RabbitMQ in Docker), else the local default — so the same suite runs in CI,
-on this machine (no Docker engine) and on a laptop with Docker."""
+on this machine (no Docker engine) and on a laptop with Docker.
+
+Everything a test creates on the broker is named ``test.<run>.…`` and registered with the
+:class:`Janitor`, which deletes it after the test, whatever happened; the last test of the
+session checks that nothing named for this run is left (``tests/e2e/test_zz_clean.py``)."""
 
 from __future__ import annotations
 
@@ -52,10 +56,70 @@ def amqp_url() -> Iterator[str]:
         container.stop()  # type: ignore[attr-defined]
 
 
+RUN = uuid.uuid4().hex[:8]
+PREFIX = f"test.{RUN}."
+"""Every broker object of this test run starts with this."""
+
+
+def broker_name(kind: str) -> str:
+    """A fresh name for a broker object of this run."""
+    return f"{PREFIX}{kind}.{uuid.uuid4().hex[:10]}"
+
+
+class Janitor:
+    """Deletes the broker objects a test registered, after the test (whatever happened).
+    For each exchange ``X`` it also deletes the queues ``X.click2call`` and ``X.journal``
+    that producers and examples derive from it."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self.amqp_url = amqp_url
+        self.exchanges: set[str] = set()
+        self.queues: set[str] = set()
+
+    def exchange(self, name: str) -> str:
+        self.exchanges.add(name)
+        self.queues.update({f"{name}.click2call", f"{name}.journal"})
+        return name
+
+    def queue(self, name: str) -> str:
+        self.queues.add(name)
+        return name
+
+    async def clean(self) -> None:
+        if not (self.exchanges or self.queues):
+            return
+        connection = await open_connection(self.amqp_url, timeout=10, name="tests janitor")
+        try:
+            for kind, names in (("queue", self.queues), ("exchange", self.exchanges)):
+                for name in sorted(names):
+                    channel = await connection.channel()
+                    try:
+                        if kind == "queue":
+                            await channel.queue_delete(name)
+                        else:
+                            await channel.exchange_delete(name)
+                    except Exception as exc:  # a missing object closes the channel: fine
+                        log.debug("janitor: %s %s: %s", kind, name, exc)
+                    finally:
+                        if not channel.is_closed:
+                            await channel.close()
+        finally:
+            await connection.close()
+
+
 @pytest.fixture
-def exchange_name() -> str:
+async def janitor(amqp_url: str) -> AsyncIterator[Janitor]:
+    """Set up before (and torn down after) every other fixture of an e2e test: the
+    producers a test started are stopped before their objects are deleted."""
+    cleaner = Janitor(amqp_url)
+    yield cleaner
+    await cleaner.clean()
+
+
+@pytest.fixture
+def exchange_name(janitor: Janitor) -> str:
     """A fresh exchange per test, so tests never see each other's messages."""
-    return f"test.events.{uuid.uuid4().hex[:10]}"
+    return janitor.exchange(broker_name("events"))
 
 
 @pytest.fixture

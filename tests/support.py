@@ -174,6 +174,7 @@ def producer_settings(
         "phonet_url": sim.url,
         "amqp_url": amqp_url,
         "phonet_exchange": exchange,
+        "phonet_click2call_queue": f"{exchange}.click2call",  # the janitor deletes it
         "metrics_host": "127.0.0.1",
         "metrics_port": 0,
         "phonet_reconnect_initial_delay": 0.05,
@@ -246,6 +247,7 @@ def service_env(sim: PhonetSimulator, amqp_url: str, exchange: str, **extra: str
         "PHONET_URL": sim.url,
         "AMQP_URL": amqp_url,
         "PHONET_EXCHANGE": exchange,
+        "PHONET_CLICK2CALL_QUEUE": f"{exchange}.click2call",  # the janitor deletes it
         "METRICS_HOST": "127.0.0.1",
         "METRICS_PORT": "0",
         "PHONET_RECONNECT_INITIAL_DELAY": "0.05",

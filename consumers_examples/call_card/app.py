@@ -10,7 +10,7 @@ page's "call back" clicks into click2call commands through phonet-producer (RPC:
 reply queue and a correlation id), sending the PBX's answer back to the page.
 
 One small program on two libraries the producer already uses: aio-pika for RabbitMQ and
-websockets, which also serves the three static files. Settings: ``AMQP_URL``,
+websockets, which also serves the static files. Settings: ``AMQP_URL``,
 ``PHONET_EXCHANGE``, ``PHONET_CLICK2CALL_QUEUE`` or the matching options.
 """
 
@@ -40,6 +40,7 @@ FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
 
 

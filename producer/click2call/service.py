@@ -177,11 +177,10 @@ class Click2Call:
                 async with asyncio.timeout(1):
                     await queue.cancel(tag)
         self._apply(self.board.stop(_now()))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                while self.board.busy:
-                    self._idle.clear()
-                    await self._idle.wait()
+        await self.settled(timeout)
+
+    async def close(self) -> None:
+        """Stop the timer and whatever still runs (after :meth:`stop`, sockets closed)."""
         if self._timer is not None:
             self._timer.cancel()
             await asyncio.wait([self._timer])
@@ -190,6 +189,14 @@ class Click2Call:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
+
+    async def settled(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds until no command is held (shutdown)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.board.busy:
+                    self._idle.clear()
+                    await self._idle.wait()
 
     async def handle(self, session: int, message: AbstractIncomingMessage) -> None:
         """One delivered command: hand it to the switchboard, then ack, reject or requeue
@@ -261,31 +268,42 @@ class Click2Call:
 
     # --- effects ----------------------------------------------------------------------
     def _apply(self, effects: list[Effect]) -> None:
-        for effect in effects:
-            if isinstance(effect, SettleMessage):
-                pending = self._pending.get(effect.key)
-                if pending is not None and not pending.settle.done():
-                    pending.settle.set_result(effect.how)
-            elif isinstance(effect, SendAction):
-                task = asyncio.create_task(self._send(effect), name="click2call:send")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            elif isinstance(effect, Reply):
-                self._reply(effect)
+        """Carry out the switchboard's decisions. Settlements first: a failure publishing a
+        reply must never leave a command's message unsettled or its line blocked."""
+        ordered = sorted(effects, key=lambda e: not isinstance(e, SettleMessage))
+        for effect in ordered:
+            try:
+                if isinstance(effect, SettleMessage):
+                    pending = self._pending.get(effect.key)
+                    if pending is not None and not pending.settle.done():
+                        pending.settle.set_result(effect.how)
+                elif isinstance(effect, SendAction):
+                    task = asyncio.create_task(self._send(effect), name="click2call:send")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                elif isinstance(effect, Reply):
+                    self._reply(effect)
+            except Exception:  # a bug in one effect must not stop the others
+                log.exception("click2call effect failed", extra={"effect": type(effect).__name__})
         self._wake.set()
         if not self.board.busy:
             self._idle.set()
 
     async def _send(self, effect: SendAction) -> None:
-        sock = self.sockets.get(effect.subscriber)
+        """Write the action; whatever happens (cancellation included) the switchboard
+        hears whether it was written."""
         ok = False
-        if sock is not None:
-            try:
+        try:
+            sock = self.sockets.get(effect.subscriber)
+            if sock is not None:
                 await sock.send(effect.action, effect.conn)
                 ok = True
-            except NotConnected:
-                pass
-        self._apply(self.board.sent(effect.key, ok, _now()))
+        except NotConnected:
+            pass
+        except Exception:
+            log.exception("sending a click2call action failed")
+        finally:
+            self._apply(self.board.sent(effect.key, ok, _now()))
 
     def _ensure_timer(self) -> None:
         if self._timer is None or self._timer.done():
@@ -299,7 +317,10 @@ class Click2Call:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(None if deadline is None else deadline - _now()):
                     await self._wake.wait()
-            self._apply(self.board.tick(_now()))
+            try:
+                self._apply(self.board.tick(_now()))
+            except Exception:  # keep ticking: timeouts are what frees a line
+                log.exception("click2call timer failed")
 
     def _reply(self, effect: Reply) -> None:
         pending = self._pending.get(effect.key)

@@ -199,7 +199,8 @@ class Switchboard:
         conn = self.sockets.get(job.command.subscriber)
         if conn is None:
             return self._finish(line, job, now, Reply(key, NotConnected("not connected")))
-        job.phase, job.conn = Phase.SENDING, conn
+        # The answer's clock starts now: a write that hangs is a timeout like any other.
+        job.phase, job.conn, job.deadline = Phase.SENDING, conn, now + self.timeout
         return [SendAction(key, job.command.subscriber, conn, job.command.action())]
 
     def sent(self, key: Hashable, ok: bool, now: float) -> list[Effect]:
@@ -210,7 +211,7 @@ class Switchboard:
         if not ok:
             line = self.lines[job.command.subscriber]
             return self._finish(line, job, now, Reply(key, NotConnected("not connected")))
-        job.phase, job.deadline = Phase.AWAITING, now + self.timeout
+        job.phase = Phase.AWAITING
         return []
 
     def answer(
@@ -307,7 +308,7 @@ class Switchboard:
                     reply = Reply(key, NotConnected("not connected"))
                     effects += self._finish(line, job, now, reply, settle=Settle.REJECT)
                     continue
-                if job.phase is Phase.AWAITING:
+                if job.phase in (Phase.SENDING, Phase.AWAITING):
                     line.late_conn, line.late_until = job.conn, now + self.grace
                     effects += self._finish(line, job, now, Reply(key, CommandTimeout("timeout")))
                     continue
@@ -323,7 +324,7 @@ class Switchboard:
             line.current.deadline
             for line in self.lines.values()
             if line.current is not None
-            and line.current.phase in (Phase.WAIT_SOCKET, Phase.AWAITING)
+            and line.current.phase in (Phase.WAIT_SOCKET, Phase.SENDING, Phase.AWAITING)
         ]
         times += [line.late_until for line in self.lines.values() if line.late_conn is not None]
         return min(times, default=None)

@@ -73,23 +73,18 @@ class Publisher:
         self._empty = asyncio.Event()
         self._empty.set()
         self._logs = {name: BurstLog(log) for name in ("drop", "nack", "poison", "fallback")}
-        self._unroutable_warned: set[str] = set()
+        self._unroutable_told = False
         metrics.watch(pipeline)
 
     # --- feeding (synchronous: sockets and click2call call these) ---------------------
-    def put(self, envelope: Envelope) -> None:
-        """Hold ``envelope`` until the broker confirms it (may drop the oldest: counted)."""
-        for dropped in self.pipeline.put(envelope):
+    def put(self, envelope: Envelope, *, recovered: bool = False) -> None:
+        """Hold ``envelope`` until the broker confirms it (may drop the oldest: counted).
+        ``recovered``: it was read back from the spool and keeps its sequence number."""
+        for dropped in self.pipeline.put(envelope, journaled=recovered):
             self._dropped(dropped, "buffer_full")
-        self._wake.set()
-        self._empty.clear()
-
-    def put_recovered(self, envelope: Envelope) -> None:
-        """An envelope read back from the spool (keeps its sequence number)."""
-        for dropped in self.pipeline.put(envelope, journaled=True):
-            self._dropped(dropped, "buffer_full")
-        self._wake.set()
-        self._empty.clear()
+        if self.pipeline:
+            self._wake.set()
+            self._empty.clear()
 
     def drop_range(self, first: int, last: int, reason: str) -> None:
         """The spool evicted ``first..last`` from disk: drop them here too (counted)."""
@@ -279,15 +274,20 @@ class Publisher:
             self._empty.set()
 
     def _warn_unroutable(self, envelope: Envelope) -> None:
-        """Warn once per routing-key prefix: nobody is bound to receive these messages."""
-        prefix = envelope.routing_key.rsplit(".", 1)[0]
-        if prefix not in self._unroutable_warned and len(self._unroutable_warned) < 100:
-            self._unroutable_warned.add(prefix)
-            log.warning(
-                "broker returned a message as unroutable: no queue is bound for %s",
-                envelope.routing_key,
-                extra={"exchange": envelope.exchange},
-            )
+        """Say once, plainly, that nobody is bound yet (normal at a first start); the
+        rest is in phonet_events_returned_total."""
+        if self._unroutable_told:
+            log.debug("returned as unroutable: %s", envelope.routing_key)
+            return
+        self._unroutable_told = True
+        log.info(
+            "no queue is bound for %s on exchange %s, so RabbitMQ returned it: such messages"
+            " are counted in phonet_events_returned_total, not kept. Bind a queue to the"
+            " exchange (for example to '#' for everything, or 'call.*.*' for call events)"
+            " before the events you need arrive",
+            envelope.routing_key,
+            envelope.exchange or "(default)",
+        )
 
 
 REFUSALS = (

@@ -27,8 +27,10 @@ Guarantees and bounds:
 * **disk trouble degrades, never loses**: a failed write (``ENOSPC``, ``EIO``) cuts the
   segment back to its last whole record, marks the spool :attr:`~Spool.degraded` (one log
   line per burst) and stops using that segment. Envelopes keep flowing through memory —
-  they are just not on disk (a crash meanwhile loses them). At most once a second the next
-  append tries a fresh segment; when that works, the spool is whole again for new events;
+  they are just not on disk (a crash meanwhile loses them; :attr:`~Spool.missing` counts
+  them). At most once a second the next append tries again: it writes everything held in
+  memory only into a segment of its own, and the spool is whole again. No method raises on
+  a disk error;
 * on disk at most ``max_bytes``: past it the oldest segment is deleted and its pending
   records are reported to ``on_evict`` (the pipeline drops and counts them, ``spool_full``);
 * one producer per directory: an exclusive ``flock`` on ``lock``; a second one gets a
@@ -40,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -129,6 +132,9 @@ class Spool:
         self._retry_at = 0.0
         self._trouble = BurstLog(log)
         self._syncer: Syncer | None = None
+        self._missing: dict[int, Envelope] = {}  # appended while degraded: memory only
+        self._stragglers: dict[int, Segment] = {}  # written late, out of segment order
+        self._closing = False
         self.degraded = False
         self.bytes = 0
 
@@ -204,7 +210,10 @@ class Spool:
     def append(self, envelope: Envelope) -> None:
         """Write one record; rolls to a new segment and evicts old ones when over bounds.
         Never raises: disk trouble makes the spool degraded (see the module docstring)."""
-        if self.degraded and time.monotonic() < self._retry_at:
+        if self.degraded:
+            self._missing[envelope.seq] = envelope
+            if time.monotonic() >= self._retry_at:
+                self._resume()
             return
         record = encode(envelope)
         active = self._segments[-1] if self._fd is not None else None
@@ -215,13 +224,11 @@ class Spool:
             assert self._fd is not None
             written = self.disk.write(self._fd, record)
             if written != len(record):
-                raise OSError(28, f"short write ({written} of {len(record)} bytes)")
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(record)} bytes)")
         except OSError as exc:
+            self._missing[envelope.seq] = envelope
             self._failed(exc, active)
             return
-        if self.degraded:
-            self.degraded = False
-            log.info("spool writes work again: new events are on disk again")
         active.size += len(record)
         active.live += 1
         active.last_seq = envelope.seq
@@ -233,12 +240,20 @@ class Spool:
 
     def remove(self, seq: int) -> None:
         """``seq`` was confirmed or dropped: it need not be replayed."""
+        if self._missing.pop(seq, None) is not None:
+            return  # never reached the disk
+        straggler = self._stragglers.pop(seq, None)
+        if straggler is not None:
+            straggler.live -= 1
+            if straggler.live <= 0 and straggler in self._segments:
+                self._delete(self._segments.index(straggler))
+            return
         index = bisect.bisect_right(self._firsts, seq) - 1
         if index < 0:
             return
         segment = self._segments[index]
         if seq > segment.last_seq:
-            return  # never written (the spool was degraded), or already gone
+            return  # already gone with its segment
         segment.live -= 1
         if segment.live <= 0 and not (self._fd is not None and index == len(self._segments) - 1):
             self._delete(index)
@@ -248,8 +263,14 @@ class Spool:
         background, or by :meth:`sync`)."""
         self._checkpoint = oldest_pending
 
+    @property
+    def missing(self) -> int:
+        """Envelopes held in memory only: appended while the disk failed, not written yet."""
+        return len(self._missing)
+
     def _failed(self, exc: OSError, active: Segment | None) -> None:
-        """A write failed: keep the segment whole up to its last record, stop using it."""
+        """A write failed: keep the segment whole up to its last record, stop using it.
+        Every step is best effort: a failing disk may fail each one too."""
         if self._fd is not None:
             if active is not None:
                 with contextlib.suppress(OSError):
@@ -269,6 +290,54 @@ class Spool:
             extra={"spool_dir": str(self.directory)},
         )
 
+    def _resume(self) -> bool:
+        """Try the disk again: write what is held in memory only into a segment of its own
+        (so the spool is whole again); new events then go to a fresh segment."""
+        missing = sorted(self._missing.items())
+        if missing:
+            try:
+                segment = self._write_segment([envelope for _, envelope in missing])
+            except OSError as exc:
+                self._failed(exc, None)
+                return False
+            for seq, _ in missing:
+                self._stragglers[seq] = segment
+            self._missing.clear()
+        self.degraded = False
+        log.info(
+            "spool writes work again: %d events held in memory meanwhile are on disk now",
+            len(missing),
+            extra={"spool_dir": str(self.directory)},
+        )
+        return True
+
+    def _write_segment(self, envelopes: list[Envelope]) -> Segment:
+        """One closed segment holding ``envelopes`` (ascending). Raises OSError, leaving
+        no partial file behind if it can."""
+        path = self.directory / f"{envelopes[0].seq:020d}{SUFFIX}"
+        data = b"".join(encode(envelope) for envelope in envelopes)
+        fd = self.disk.open_segment(path)
+        try:
+            written = self.disk.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+            if self.fsync != "never":
+                self.disk.fsync(fd)  # rare: once per recovery from a disk fault
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        segment = Segment(path, envelopes[0].seq, size=len(data), live=len(envelopes))
+        segment.last_seq = envelopes[-1].seq
+        index = bisect.bisect_right(self._firsts, segment.first_seq)
+        self._segments.insert(index, segment)
+        self._firsts.insert(index, segment.first_seq)
+        self.bytes += segment.size
+        return segment
+
     # --- maintenance ------------------------------------------------------------------
     def sync(self) -> None:
         """Write the checkpoint if it moved and fsync per policy, now, on this thread."""
@@ -283,23 +352,35 @@ class Spool:
             self.disk.write_checkpoint(self.directory, encode_checkpoint(value))
             self._written_checkpoint = value
 
-    def close(self) -> None:
-        """Stop the background thread, checkpoint, fsync per policy, close the files and
-        release the directory lock. Disk errors here are logged, not raised."""
-        if self._syncer is not None:
-            self._syncer.stop()
-            self._syncer = None
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the background thread (waiting up to ``timeout`` seconds), make a last try
+        to put on disk what is held in memory only, checkpoint, fsync per policy, close the
+        files and release the directory lock. Disk errors are logged, never raised. Blocks:
+        the producer calls it in a worker thread, bounded."""
+        self._closing = True
+        syncer, self._syncer = self._syncer, None
+        if syncer is not None and syncer.stop(timeout):
+            log.warning("spool: the background fsync did not finish; no final checkpoint")
+            self._release()
+            return
+        if self._missing:
+            self._resume()
         try:
             self.sync()
         except OSError as exc:
             log.error("spool: final checkpoint or fsync failed: %s", exc.strerror)
+        self._release()
+
+    def _release(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
             self._fd = None
             if self._segments and self._segments[-1].live == 0:
                 self._delete(len(self._segments) - 1)
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
             self._lock_fd = None
 
     # --- segments ---------------------------------------------------------------------
@@ -307,7 +388,8 @@ class Spool:
         if self._fd is not None:
             if self._syncer is not None and self.fsync != "never":
                 self._syncer.mark(self._fd, self._segments[-1].path)  # fsyncs a duplicate
-            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
             self._fd = None
             if self._segments[-1].live == 0:
                 self._delete(len(self._segments) - 1)
@@ -320,11 +402,20 @@ class Spool:
         return segment
 
     def _delete(self, index: int) -> None:
+        """Forget a segment and unlink its file (best effort: a read-only disk keeps it,
+        and the next start skips its records below the checkpoint)."""
         segment = self._segments.pop(index)
         self._firsts.pop(index)
         self.bytes -= segment.size
-        with contextlib.suppress(FileNotFoundError):
+        for seq, owner in list(self._stragglers.items()) if segment.live else ():
+            if owner is segment:
+                del self._stragglers[seq]
+        try:
             segment.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._trouble(logging.ERROR, "spool: cannot delete a segment: %s", exc.strerror)
 
     def _evict_oldest(self) -> None:
         segment = self._segments[0]
@@ -341,7 +432,7 @@ class Syncer(threading.Thread):
     The loop thread :meth:`mark`\\ s a file descriptor after writing to it; the mark takes a
     duplicate (``os.dup``), so the loop may close or roll the segment at any time. Errors are
     handed back to the loop thread, which logs them (and marks the spool degraded for a
-    failed fsync).
+    failed fsync). No error ends the thread; only :meth:`stop` does.
     """
 
     def __init__(self, spool: Spool, loop: asyncio.AbstractEventLoop) -> None:
@@ -356,24 +447,31 @@ class Syncer(threading.Thread):
         self._stop_requested = False
 
     def mark(self, fd: int, key: object) -> None:
-        """``fd`` (the file ``key``) has writes to fsync (loop thread)."""
+        """``fd`` (the file ``key``) has writes to fsync (loop thread). Never raises."""
         with self._mutex:
             if self._marked == key:
                 return  # its duplicate is queued already and covers these writes
+            try:
+                self._dups.append(os.dup(fd))
+            except OSError as exc:  # out of descriptors: this round's fsync is skipped
+                self.spool._trouble(logging.ERROR, "spool: cannot fsync: %s", exc.strerror)
+                return
             self._marked = key
-            self._dups.append(os.dup(fd))
         if self.spool.fsync == "always":
             self._wake.set()
 
     def mark_directory(self) -> None:
         """A segment file was created (loop thread)."""
-        self._dir_dirty = True
+        with self._mutex:
+            self._dir_dirty = True
 
-    def stop(self) -> None:
-        """Finish the current round, fsync what is marked, and end (loop thread)."""
+    def stop(self, timeout: float) -> bool:
+        """Finish the current round, fsync what is marked, and end; True when the thread
+        is still busy after ``timeout`` seconds (a stalled disk)."""
         self._stop_requested = True
         self._wake.set()
-        self.join(timeout=10)
+        self.join(timeout=timeout)
+        return self.is_alive()
 
     def run(self) -> None:
         interval = BATCH_FSYNC_INTERVAL if self.spool.fsync == "batch" else CHECKPOINT_INTERVAL
@@ -384,27 +482,31 @@ class Syncer(threading.Thread):
             stopping = self._stop_requested
             try:
                 self.spool._write_checkpoint()
-            except OSError as exc:
+            except Exception as exc:
                 self._report(exc, degrade=False)
             now = time.monotonic()
             due = self.spool.fsync == "always" or now - last_fsync >= interval
             if self.spool.fsync != "never" and (due or stopping):
                 last_fsync = now
-                self._fsync_marked()
+                try:
+                    self._fsync_marked()
+                except Exception as exc:  # a bug must not end the thread silently
+                    self._report(exc, degrade=False)
             if stopping:
                 return
 
     def _fsync_marked(self) -> None:
         with self._mutex:
             fds, self._dups, self._marked = self._dups, [], None
-        directory, self._dir_dirty = self._dir_dirty, False
+            directory, self._dir_dirty = self._dir_dirty, False
         for fd in fds:
             try:
                 self.spool.disk.fsync(fd)
             except OSError as exc:
                 self._report(exc, degrade=True)
             finally:
-                os.close(fd)
+                with contextlib.suppress(OSError):  # NFS may report a deferred error here
+                    os.close(fd)
         if directory:
             try:
                 fd = os.open(self.spool.directory, os.O_RDONLY)
@@ -415,14 +517,17 @@ class Syncer(threading.Thread):
             except OSError as exc:
                 self._report(exc, degrade=False)
 
-    def _report(self, exc: OSError, *, degrade: bool) -> None:
+    def _report(self, exc: Exception, *, degrade: bool) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
             self.loop.call_soon_threadsafe(self._on_loop, exc, degrade)
 
-    def _on_loop(self, exc: OSError, degrade: bool) -> None:
+    def _on_loop(self, exc: Exception, degrade: bool) -> None:
         spool = self.spool
-        if degrade and spool._fd is not None:
+        if spool._closing:
+            return  # close() owns the files now (in a worker thread)
+        reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+        if degrade and spool._fd is not None and isinstance(exc, OSError):
             # Written data may not be on disk: start a fresh segment on the next append.
             spool._failed(exc, spool._segments[-1] if spool._segments else None)
         else:
-            spool._trouble(logging.ERROR, "spool checkpoint or fsync failed: %s", exc.strerror)
+            spool._trouble(logging.ERROR, "spool checkpoint or fsync failed: %s", reason)

@@ -165,6 +165,7 @@ class PhonetSimulator:
             self.handshake_log.append((subscriber, time.monotonic()))
             return None
         self.refused[status] += 1
+        log.debug("handshake refused", extra={"status": status, "subscriber": subscriber[:80]})
         return connection.respond(status, f"HTTP {status}\n")
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -172,6 +173,7 @@ class PhonetSimulator:
         async with self._changed:
             self._conns[subscriber].add(ws)
             self._changed.notify_all()
+        log.debug("socket open", extra={"subscriber": subscriber})
         try:
             async for message in ws:
                 await self._on_message(subscriber, ws, message)
@@ -181,6 +183,7 @@ class PhonetSimulator:
             async with self._changed:
                 self._conns[subscriber].discard(ws)
                 self._changed.notify_all()
+            log.debug("socket closed", extra={"subscriber": subscriber})
 
     async def _on_message(self, subscriber: str, ws: ServerConnection, message: Any) -> None:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,6 +11,7 @@ from aio_pika.abc import AbstractConnection
 
 from producer.app import Producer
 from producer.simulator import PhonetSimulator, Quirks
+from tests.conftest import Janitor, broker_name
 from tests.proxy import TcpProxy
 from tests.support import Collector, RpcClient, Service, producer_settings, until
 
@@ -24,6 +24,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+    # The broker check runs last, whatever order the rest was collected in.
+    last = [item for item in items if item.fspath.basename == "test_zz_clean.py"]
+    for item in last:
+        items.remove(item)
+    items.extend(last)
+
+
+@pytest.fixture(autouse=True)
+def _broker_janitor(janitor: Janitor) -> Janitor:
+    """First fixture of every e2e test, so its cleanup runs after everything else."""
+    return janitor
 
 
 @pytest.fixture
@@ -40,14 +51,9 @@ async def collector(amqp: AbstractConnection, exchange_name: str) -> Collector:
 
 
 @pytest.fixture
-async def command_queue(amqp: AbstractConnection) -> AsyncIterator[str]:
-    """A fresh click2call queue name per test; the queue is deleted afterwards."""
-    name = f"test.click2call.{uuid.uuid4().hex[:10]}"
-    yield name
-    if not amqp.is_closed:
-        channel = await amqp.channel()
-        await channel.queue_delete(name)
-        await channel.close()
+def command_queue(janitor: Janitor) -> str:
+    """A fresh click2call queue name per test; the janitor deletes the queue afterwards."""
+    return janitor.queue(broker_name("click2call"))
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ import time
 import orjson
 import pytest
 
+from producer import __version__
 from producer.simulator import PhonetSimulator
+from tests.conftest import Janitor, broker_name
 from tests.e2e.conftest import SUBSCRIBERS
 from tests.support import (
     BASE_ENV,
@@ -45,7 +47,11 @@ async def run(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int
     [
         pytest.param(
             {},
-            ["PHONET_DOMAIN: required (not set)", "PHONET_SUBSCRIBERS: required (not set)"],
+            [
+                "PHONET_DOMAIN: required (not set)",
+                "PHONET_SUBSCRIBERS: required (not set)",
+                "PHONET_API_KEY: required (or PHONET_API_KEY_FILE)",
+            ],
             id="nothing-set",
         ),
         pytest.param(
@@ -172,8 +178,9 @@ async def test_demo_without_a_broker_says_so_in_one_line() -> None:
     assert "rabbitmq-server" in lines[0]
 
 
-async def test_demo_shows_calls_flowing(amqp_url: str) -> None:
+async def test_demo_shows_calls_flowing(amqp_url: str, janitor: Janitor) -> None:
     env = {**BASE_ENV, "AMQP_URL": amqp_url}
+    exchange = janitor.exchange(broker_name("demo"))
     code, out, err = await run(
         "demo",
         "--events",
@@ -181,7 +188,9 @@ async def test_demo_shows_calls_flowing(amqp_url: str) -> None:
         "--calls-per-second",
         "5",
         "--exchange",
-        "test.demo",
+        exchange,
+        "--click2call-queue",
+        f"{exchange}.click2call",
         env=env,
         timeout=60,
     )
@@ -189,6 +198,7 @@ async def test_demo_shows_calls_flowing(amqp_url: str) -> None:
     shown = [line for line in out.splitlines() if line.startswith(("call.", "invalid."))]
     assert len(shown) >= 6
     assert "demo stopped after" in out
+    assert f"producer   {__version__} (replica " in out
 
 
 async def test_simulator_command_serves_the_endpoint() -> None:

@@ -4,8 +4,10 @@ Playwright): simulator → producer → RabbitMQ → the app → the page, and t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -96,6 +98,9 @@ async def open_page(browser: Any, app: CallCard) -> Any:
     page = await browser.new_page(viewport={"width": 1100, "height": 330})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # A missing favicon (or any 404) is a console error in the browser's tools.
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
     page.errors = errors
     await page.goto(f"http://127.0.0.1:{app.port}/")
     await page.wait_for_selector('#status[data-state="online"]')
@@ -103,10 +108,28 @@ async def open_page(browser: Any, app: CallCard) -> Any:
 
 
 async def test_a_call_rings_is_answered_called_back_and_ends(
-    sim: PhonetSimulator, card_app: CallCard, browser: Any
+    sim: PhonetSimulator, card_app: CallCard, browser: Any, tmp_path: Path
 ) -> None:
     await sim.wait_connected(SUBSCRIBERS)
     page = await open_page(browser, card_app)
+    # The README's screenshot command, as a user runs it (as root here: --no-sandbox): it
+    # opens its own page and waits for the three cards of this test.
+    out = SCREENSHOT if os.environ.get("CALL_CARD_SCREENSHOT") else tmp_path / "card.png"
+    shooter = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCREENSHOT.parent / "screenshot.py"),
+        "--url",
+        f"http://127.0.0.1:{card_app.port}/",
+        "--out",
+        str(out),
+        "--cards",
+        "3",
+        "--timeout",
+        "30",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await until(lambda: len(card_app.pages) == 2, timeout=30, what="the screenshot page")
     await sim.send("001", frame("call.dial", "card-1"))
     card = page.locator('[data-uuid="card-1"]')
     await card.wait_for()
@@ -165,10 +188,10 @@ async def test_a_call_rings_is_answered_called_back_and_ends(
     )
     await page.wait_for_selector('[data-uuid="card-3"]')
     assert await page.locator('[data-uuid="card-3"] .name').text_content() == "Unknown client"
-    shot = await page.screenshot(full_page=True)
-    if os.environ.get("CALL_CARD_SCREENSHOT"):
-        SCREENSHOT.write_bytes(shot)
-    assert shot.startswith(b"\x89PNG")
+    assert page.errors == []
+    _, stderr = await asyncio.wait_for(shooter.communicate(), 60)
+    assert shooter.returncode == 0, stderr.decode()
+    assert out.read_bytes().startswith(b"\x89PNG")
 
 
 async def test_a_refused_call_back_says_why(

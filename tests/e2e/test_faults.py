@@ -210,6 +210,41 @@ async def test_a_full_spool_disk_during_an_outage_loses_nothing(
     await collector.wait_for(lambda _: later <= collector.uuids())
 
 
+async def test_shutdown_counts_what_a_failing_spool_could_not_keep(
+    full_disk: Path,
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    broker_proxy: TcpProxy,
+    amqp_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stopping with the broker gone and the spool disk full: what is on disk stays for the
+    next start, what was in memory only is counted as dropped and said so — not claimed to
+    be in the spool."""
+    producer = await start_producer(
+        amqp_url=broker_proxy.url(amqp_url),
+        phonet_spool_dir=str(full_disk / "spool"),
+        phonet_shutdown_timeout=1.0,
+    )
+    await sim.wait_connected(SUBSCRIBERS)
+    await broker_proxy.cut()
+    await until(lambda: not producer.broker.connected, what="outage noticed")
+    for n in range(600):
+        await sim.send(SUBSCRIBERS[n % 3], dial(f"s{n}", pad="x" * 400))
+    await until(
+        lambda: value(producer, "phonet_events_received_total", {"event": "call.dial"}) == 600,
+        what="all read",
+    )
+    assert producer.spool is not None
+    memory_only = producer.spool.missing
+    assert memory_only > 0
+    await producer.stop()
+    assert value(producer, "phonet_events_dropped_total", {"reason": "shutdown"}) == memory_only
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert f"{600 - memory_only} unconfirmed events stay in the spool" in said
+    assert f"{memory_only} events could not be confirmed by the broker and were in memory" in said
+
+
 # --- 4. broker alarms --------------------------------------------------------------------
 
 

@@ -330,15 +330,26 @@ async def test_frame_over_the_cap_is_counted_and_the_socket_recovers(
 
 
 async def test_unroutable_events_are_counted_not_retried(
-    sim: PhonetSimulator, start_producer: StartProducer, amqp: AbstractConnection
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    amqp: AbstractConnection,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """No queue bound to the exchange: the broker returns the message; we count it."""
+    """No queue bound to the exchange: the broker returns the message; we count it, and say
+    once, at INFO (normal at a first start), how to bind."""
+    caplog.set_level(logging.INFO, logger="producer.amqp")
     producer = await start_producer(subscribers="001")
     await sim.wait_connected(["001"])
     await sim.send("001", call())
+    await sim.send("001", call("call.hangup"))
     returned = ("phonet_events_returned_total", {"event": "call.dial"})
     await until(lambda: producer.metrics.registry.get_sample_value(*returned) == 1, what="return")
+    hangup = ("phonet_events_returned_total", {"event": "call.hangup"})
+    await until(lambda: producer.metrics.registry.get_sample_value(*hangup) == 1, what="return")
     assert len(producer.pipeline) == 0  # not retried
+    told = [r for r in caplog.records if "no queue is bound" in r.getMessage()]
+    assert [r.levelname for r in told] == ["INFO"]
+    assert "'#'" in told[0].getMessage()
     _, _, raw = await http_get(producer.http.port, "/metrics")
     assert metric_value(raw.decode(), "phonet_events_published_total", {"event": "call.dial"}) == 0
 

@@ -180,6 +180,36 @@ def test_secrets_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(str(info.value).splitlines()) == 2
 
 
+def test_every_problem_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing set but two bad values: every problem in one run, not in rounds."""
+    monkeypatch.setenv("PHONET_RECONNECT_MIN_DELAY", "100")
+    monkeypatch.setenv("AMQP_RECONNECT_MAX_DELAY", "soon")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).splitlines() == [
+        "PHONET_DOMAIN: required (not set)",
+        "PHONET_SUBSCRIBERS: required (not set)",
+        "AMQP_RECONNECT_MAX_DELAY: Input should be a valid number, unable to parse string as a"
+        " number",
+        "PHONET_API_KEY: required (or PHONET_API_KEY_FILE)",
+        "PHONET_RECONNECT_MIN_DELAY: must not exceed PHONET_RECONNECT_MAX_DELAY",
+    ]
+
+
+def test_cross_setting_rules_are_all_reported_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PHONET_API_KEY_FILE", "/nonexistent/key")
+    monkeypatch.setenv("AMQP_RECONNECT_MIN_DELAY", "20")
+    monkeypatch.setenv("PHONET_BUFFER_MAX_BYTES", "1048576")
+    monkeypatch.setenv("PHONET_MAX_FRAME_BYTES", "1048576")
+    with pytest.raises(ConfigError) as info:
+        load(monkeypatch, {k: v for k, v in GOOD.items() if k != "PHONET_API_KEY"})
+    assert str(info.value).splitlines() == [
+        "PHONET_API_KEY_FILE: cannot read /nonexistent/key: No such file or directory",
+        "AMQP_RECONNECT_MIN_DELAY: must not exceed AMQP_RECONNECT_MAX_DELAY",
+        "PHONET_BUFFER_MAX_BYTES: must be at least twice PHONET_MAX_FRAME_BYTES",
+    ]
+
+
 def test_case_of_enumerations_is_forgiven(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load(monkeypatch, {**GOOD, "LOG_LEVEL": "debug", "LOG_FORMAT": "TEXT"})
     assert (s.log_level, s.log_format) == ("DEBUG", "text")

@@ -14,7 +14,6 @@ import pytest
 
 from producer.envelope import Envelope
 from producer.errors import SpoolError
-from producer.publish import spool as spool_module
 from producer.publish.pipeline import Pipeline
 from producer.publish.spool import Disk, Spool
 from producer.publish.spool_format import (
@@ -312,20 +311,66 @@ def test_a_full_disk_degrades_and_keeps_what_was_written(
     for seq in range(1, 8):
         spool.append(env(seq))  # never raises
     assert spool.degraded
+    assert spool.missing == 4  # 4..7 are held in memory only
     (segment,) = tmp_path.glob("*.seg")
     assert segment.stat().st_size == record * 3  # the half record was cut away
-    # The disk gets room again: after a second the next append starts a fresh segment.
+    spool.remove(5)  # confirmed meanwhile: nothing to write later
+    # The disk gets room again: a second later, the next append writes what was held in
+    # memory only into a segment of its own, and the spool is whole again.
     disk.room = 10**9
     spool.append(env(8))
     assert spool.degraded  # not yet: it waits a second between tries
-    monkeypatch.setattr(spool_module, "RETRY_AFTER", 0.0)
     spool._retry_at = 0.0
     spool.append(env(9))
     assert not spool.degraded
+    assert spool.missing == 0
+    spool.append(env(10))
     crash(spool)
     found = opened(tmp_path).recover()
-    assert [e.seq for e in found.envelopes] == [1, 2, 3, 9]  # 4..8 were memory only
+    assert [e.seq for e in found.envelopes] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
     assert found.damaged == 0
+
+
+def test_what_was_written_late_is_removed_like_the_rest(tmp_path: Path) -> None:
+    record = len(encode(env(1)))
+    disk = FullDisk(room=record * 2)
+    spool = opened(tmp_path, disk=disk)
+    spool.recover()
+    for seq in range(1, 6):
+        spool.append(env(seq))  # 3, 4, 5 held in memory
+    disk.room = 10**9
+    spool._retry_at = 0.0
+    spool.append(env(6))  # 3..6 written late, in a segment of their own
+    spool.append(env(7))  # a fresh segment for what comes next
+    assert len(list(tmp_path.glob("*.seg"))) == 3
+    for seq in range(1, 8):
+        spool.remove(seq)
+    assert [p.name for p in tmp_path.glob("*.seg")] == [f"{7:020d}.seg"]  # the active one
+    spool.close()
+    assert list(tmp_path.glob("*.seg")) == []
+
+
+def test_a_read_only_disk_never_makes_the_spool_raise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = opened(tmp_path)
+    spool.recover()
+    spool.append(env(1))
+    spool.remove(1)
+
+    def read_only(_self: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    class ReadOnly(Disk):
+        def write(self, fd: int, data: bytes) -> int:  # type: ignore[override]
+            raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    spool.disk = ReadOnly()
+    spool.append(env(2))  # the write fails, the empty segment cannot be deleted: no raise
+    assert spool.degraded
+    spool.remove(2)
+    spool.close()
 
 
 def test_removing_what_was_never_written_is_harmless(tmp_path: Path) -> None:

@@ -156,6 +156,18 @@ def test_timeout_then_the_late_answer_is_discarded_not_given_to_the_next() -> No
     assert kinds(effects) == ["ack:2"]
 
 
+def test_a_write_that_hangs_times_out_like_an_unanswered_command() -> None:
+    b = board()
+    b.socket_up("001", 1, 0.0)
+    b.deliver(delivery(1), 0.0)
+    assert kinds(b.acked((1, 1), True, 0.0)) == ["send:1@1"]  # never reported sent
+    b.deliver(delivery(2), 0.0)
+    assert b.next_deadline() == TIMEOUT
+    assert kinds(b.tick(TIMEOUT)) == ["reply:1:timeout"]
+    assert kinds(b.tick(TIMEOUT + GRACE)) == ["ack:2"]
+    assert b.sent((1, 1), True, TIMEOUT + GRACE) == []  # the late report changes nothing
+
+
 def test_timeout_then_no_late_answer_frees_the_line_after_the_grace() -> None:
     b = board()
     b.socket_up("001", 1, 0.0)
