@@ -101,13 +101,30 @@ def _runner(choice: str) -> Callable[[Coroutine[Any, Any, int]], int] | None:
     return run
 
 
-def _raise_fd_limit() -> None:
+FD_SPARE = 256
+"""File descriptors the producer needs beside its sockets (broker, spool, ops, logs)."""
+
+
+def _raise_fd_limit() -> int:
     """Each subscriber socket is a file descriptor: lift the soft limit to the hard one
-    (2,000 subscribers exceed the common default of 1,024)."""
+    (2,000 subscribers exceed the common default of 1,024). Returns the limit now."""
     with contextlib.suppress(ValueError, OSError):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def fd_limit_problem(limit: int, subscribers: int) -> str | None:
+    """Why the open-files limit is too low for ``subscribers`` sockets, or None."""
+    needed = subscribers + FD_SPARE
+    if limit == resource.RLIM_INFINITY or limit >= needed:
+        return None
+    return (
+        f"the open-files limit is {limit}, below the {needed} that {subscribers} subscribers"
+        " need: some sockets will fail with 'Too many open files'. Raise it: ulimit -n,"
+        " LimitNOFILE= in a systemd unit, or the container runtime's nofile limit"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,7 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from producer.app import serve
 
-    _raise_fd_limit()
+    problem = fd_limit_problem(_raise_fd_limit(), len(settings.subscribers))
+    if problem:
+        logging.getLogger("producer").error(problem)
     run = _runner(settings.phonet_event_loop)
     if run is None:
         print(

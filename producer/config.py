@@ -63,8 +63,11 @@ class Settings(BaseSettings):
     phonet_max_frame_bytes: int = Field(
         1_048_576, ge=4096, description="largest frame accepted; a larger one closes the socket"
     )
-    phonet_reconnect_initial_delay: float = Field(
-        5.0, ge=0, description="first reconnect waits a random 0..this (spreads a herd)"
+    phonet_handshake_concurrency: int = Field(
+        50, ge=1, le=10_000, description="socket handshakes in progress at once, at most"
+    )
+    phonet_handshake_rate: float = Field(
+        200.0, gt=0, description="socket handshakes started per second, at most"
     )
     phonet_reconnect_min_delay: float = Field(1.0, gt=0, description="backoff start, seconds")
     phonet_reconnect_max_delay: float = Field(60.0, gt=0, description="backoff cap, seconds")
@@ -139,6 +142,9 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field("0.0.0.0", description="address of /metrics /healthz /readyz")
     metrics_port: int = Field(9120, ge=0, le=65535, description="port of the same (0: any free)")
+    phonet_metrics_per_subscriber: Literal["connected", "all", "off"] = Field(
+        "connected", description="per-subscriber series: `connected`, `all` or `off`"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR"
     )
@@ -157,6 +163,7 @@ class Settings(BaseSettings):
         "phonet_click2call_queue_type",
         "phonet_spool_fsync",
         "phonet_event_loop",
+        "phonet_metrics_per_subscriber",
         mode="before",
     )
     @classmethod

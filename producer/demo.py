@@ -104,7 +104,6 @@ async def run_demo(
             phonet_click2call_queue=click2call_queue,
             metrics_host="127.0.0.1",
             metrics_port=metrics_port,
-            phonet_reconnect_initial_delay=0.5,
         )
         connection = await open_connection(url, timeout=5.0, name="phonet-producer demo consumer")
         async with connection:

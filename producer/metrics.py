@@ -4,13 +4,20 @@ Names follow the Prometheus naming guide (``_total`` counters, base units, ``pho
 prefix). Labels are bounded: ``event`` is one of the documented events or ``other``,
 ``subscriber`` is one of the configured subscribers, ``reason``/``result`` are fixed
 enumerations. Nothing here ever carries the API key or a URL.
+
+Sized for ten thousand sockets: socket counters are aggregates, and what is per subscriber
+(``phonet_ws_connected``, and with ``PHONET_METRICS_PER_SUBSCRIBER=all`` each socket's
+counts) is produced at scrape time by :class:`SocketsCollector` from a snapshot taken on
+the event loop — no metric object per socket, and the text is rendered off the loop
+(:mod:`producer.http`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import platform
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +27,9 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from producer import __version__
 from producer.events import KNOWN_EVENTS, InvalidReason
@@ -44,6 +54,9 @@ CLICK2CALL_RESULTS = (
     "expired",
 )
 CONNECT_FAILURES = ("refused", "dns", "timeout", "tls", "auth", "vhost", "other")
+SOCKET_FAILURES = ("auth", "http", "timeout", "network", "other")
+PerSubscriber = Literal["connected", "all", "off"]
+LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SEAMS = ("aiormq_publish", "websockets_opcode")
 DROP_REASONS = ("buffer_full", "spool_full", "shutdown", "unencodable", "refused")
 
@@ -74,46 +87,45 @@ COMMAND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 class Metrics:
     """All metrics of one producer. Create one per process (or per test)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        per_subscriber: PerSubscriber = "connected",
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self.sockets = SocketsCollector(per_subscriber)
+        r.register(self.sockets)
         self.build_info = Info("phonet_build", "Version of phonet-producer", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
 
-        self.ws_connected = Gauge(
-            "phonet_ws_connected",
-            "1 while the subscriber's Phonet socket is open",
-            ["subscriber"],
-            registry=r,
-        )
         self.ws_connects = Counter(
             "phonet_ws_connects",
-            "Successful socket handshakes (the first and every reconnect)",
-            ["subscriber"],
+            "Successful socket handshakes (the first and every reconnect), all sockets",
             registry=r,
         )
         self.ws_reconnects = Counter(
             "phonet_ws_reconnects",
-            "Connection attempts after a drop or a failed attempt",
-            ["subscriber"],
+            "Connection attempts after a drop or a failed attempt, all sockets",
             registry=r,
         )
         self.ws_disconnects = Counter(
             "phonet_ws_disconnects",
-            "Sockets closed or failed after being open",
-            ["subscriber"],
+            "Sockets closed or failed after being open, all sockets",
             registry=r,
         )
         self.ws_connect_failures = Counter(
             "phonet_ws_connect_failures",
-            "Handshakes that failed (network, timeout, HTTP status)",
-            ["subscriber"],
+            "Handshakes that failed, by reason (auth: HTTP 401/403, a bad key or domain)",
+            ["reason"],
             registry=r,
         )
-        self.ws_auth_failures = Counter(
-            "phonet_ws_auth_failures",
-            "Handshakes refused with HTTP 401/403 (bad API key or domain)",
-            ["subscriber"],
+        self.ws_failures = {k: self.ws_connect_failures.labels(k) for k in SOCKET_FAILURES}
+        self.loop_lag = Histogram(
+            "phonet_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 50 ms (stalls delay every frame)",
+            buckets=LAG_BUCKETS,
             registry=r,
         )
         self.amqp_connected = Gauge(
@@ -247,27 +259,145 @@ class Metrics:
         self.buffer_bytes.set_function(lambda: pipeline.bytes)
         self.publish_inflight.set_function(lambda: pipeline.inflight)
 
-    def add_subscriber(self, subscriber: str) -> None:
-        """Create the per-subscriber series (at 0) when a socket joins."""
-        self.ws_connected.labels(subscriber).set(0)
-        for counter in (
-            self.ws_connects,
-            self.ws_reconnects,
-            self.ws_disconnects,
-            self.ws_connect_failures,
-            self.ws_auth_failures,
-        ):
-            counter.labels(subscriber)
+    def watch_sockets(self, view: Callable[[], SocketsView]) -> None:
+        """Socket gauges (and per-subscriber series) come from ``view`` at scrape time."""
+        self.sockets.view = view
 
-    def remove_subscriber(self, subscriber: str) -> None:
-        """Drop the per-subscriber series when a socket leaves (keeps cardinality bounded)."""
-        for metric in (
-            self.ws_connected,
-            self.ws_connects,
-            self.ws_reconnects,
-            self.ws_disconnects,
-            self.ws_connect_failures,
-            self.ws_auth_failures,
+    def before_scrape(self) -> None:
+        """Take the socket snapshot on the event loop; the text is rendered elsewhere."""
+        self.sockets.refresh()
+
+
+class SocketRow(NamedTuple):
+    """One socket at scrape time (a plain tuple: the collector stops tracking it)."""
+
+    subscriber: str
+    connected: bool
+    flapping: bool
+    connects: int
+    disconnects: int
+    failures: int
+
+
+@dataclass(frozen=True)
+class SocketsView:
+    """The sockets at scrape time: per-subscriber rows, and their totals."""
+
+    rows: list[SocketRow]
+    total: int = -1
+    up: int = 0
+    flapping: int = 0
+
+    def __post_init__(self) -> None:
+        if self.total < 0:
+            object.__setattr__(self, "total", len(self.rows))
+            object.__setattr__(self, "up", sum(r.connected for r in self.rows))
+            object.__setattr__(self, "flapping", sum(r.flapping for r in self.rows))
+
+
+class SocketsCollector(Collector):
+    """``phonet_ws_sockets``/``_up``/``_flapping`` (always) from the last snapshot
+    :meth:`refresh` took, and by ``per_subscriber`` the per-subscriber block
+    (:meth:`per_subscriber_text`): ``phonet_ws_connected{subscriber}`` (``connected``, the
+    default) plus each socket's counts (``all``).
+
+    The per-subscriber block is written here rather than by prometheus_client's encoders:
+    with ten thousand subscribers those spend ~80 ms escaping labels and formatting floats
+    each scrape; here the escaped prefix of each line is cached and a scrape is a join.
+    """
+
+    def __init__(self, per_subscriber: PerSubscriber) -> None:
+        self.per_subscriber = per_subscriber
+        self.view: Callable[[], SocketsView] = lambda: SocketsView([])
+        self._snapshot = SocketsView([])
+        self._labels: dict[str, bytes] = {}  # subscriber -> b'{subscriber="…"} '
+
+    def refresh(self) -> None:
+        self._snapshot = self.view()
+
+    def forget(self) -> None:
+        """Drop the rows once rendered, so they die young (the totals stay)."""
+        view = self._snapshot
+        self._snapshot = SocketsView([], view.total, view.up, view.flapping)
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._snapshot
+        for name, doc, value in (
+            ("phonet_ws_sockets", "Subscriber sockets configured", view.total),
+            ("phonet_ws_sockets_up", "Subscriber sockets open", view.up),
+            (
+                "phonet_ws_sockets_flapping",
+                "Sockets whose recent connections did not stay up PHONET_HEALTHY_AFTER",
+                view.flapping,
+            ),
         ):
-            with contextlib.suppress(KeyError):
-                metric.remove(subscriber)
+            yield GaugeMetricFamily(name, doc, value=value)
+
+    def per_subscriber_text(self, openmetrics: bool) -> bytes:
+        """The per-subscriber families in either exposition format (the same lines but for
+        the counters' TYPE names)."""
+        if self.per_subscriber == "off":
+            return b""
+        rows = self._snapshot.rows
+        labels = [self._label(r.subscriber) for r in rows]
+        out = [
+            b"# HELP phonet_ws_connected 1 while the subscriber's socket is open\n"
+            b"# TYPE phonet_ws_connected gauge\n",
+            *(
+                b"phonet_ws_connected" + label + (b"1.0\n" if r.connected else b"0.0\n")
+                for label, r in zip(labels, rows, strict=True)
+            ),
+        ]
+        if self.per_subscriber == "all":
+            for name, doc, field in PER_SUBSCRIBER_COUNTERS:
+                family = name if openmetrics else name + b"_total"
+                out.append(b"# HELP " + family + b" " + doc + b"\n")
+                out.append(b"# TYPE " + family + b" counter\n")
+                sample = name + b"_total"
+                out += (
+                    sample + label + f"{float(getattr(r, field))}\n".encode()
+                    for label, r in zip(labels, rows, strict=True)
+                )
+        return b"".join(out)
+
+    def _label(self, subscriber: str) -> bytes:
+        label = self._labels.get(subscriber)
+        if label is None:
+            value = subscriber.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+            label = self._labels[subscriber] = f'{{subscriber="{value}"}} '.encode()
+            if len(self._labels) > 4 * max(1024, len(self._snapshot.rows)):
+                self._labels.clear()  # subscribers come and go: keep the cache bounded
+        return label
+
+
+PER_SUBSCRIBER_COUNTERS = (
+    (b"phonet_ws_subscriber_connects", b"Handshakes that succeeded, per subscriber", "connects"),
+    (
+        b"phonet_ws_subscriber_disconnects",
+        b"Open sockets that closed, per subscriber",
+        "disconnects",
+    ),
+    (
+        b"phonet_ws_subscriber_connect_failures",
+        b"Handshakes that failed, per subscriber",
+        "failures",
+    ),
+)
+
+
+def exposition(metrics: Metrics, accept: str) -> tuple[Callable[[], bytes], str]:
+    """How to render ``/metrics`` for a scraper's ``Accept`` header: a function producing
+    the body (meant to run off the event loop, after :meth:`Metrics.before_scrape`) and the
+    content type."""
+    encoder, content_type = choose_encoder(accept)
+    openmetrics = content_type.startswith("application/openmetrics-text")
+
+    def render() -> bytes:
+        body = encoder(metrics.registry)
+        extra = metrics.sockets.per_subscriber_text(openmetrics)
+        metrics.sockets.forget()  # let the snapshot die young (see producer.gcpolicy)
+        if openmetrics and body.endswith(b"# EOF\n"):
+            return body[: -len(b"# EOF\n")] + extra + b"# EOF\n"
+        return body + extra
+
+    return render, content_type

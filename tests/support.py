@@ -177,7 +177,6 @@ def producer_settings(
         "phonet_click2call_queue": f"{exchange}.click2call",  # the janitor deletes it
         "metrics_host": "127.0.0.1",
         "metrics_port": 0,
-        "phonet_reconnect_initial_delay": 0.05,
         "phonet_reconnect_min_delay": 0.05,
         "phonet_reconnect_max_delay": 0.5,
         "phonet_healthy_after": 0.5,
@@ -250,7 +249,6 @@ def service_env(sim: PhonetSimulator, amqp_url: str, exchange: str, **extra: str
         "PHONET_CLICK2CALL_QUEUE": f"{exchange}.click2call",  # the janitor deletes it
         "METRICS_HOST": "127.0.0.1",
         "METRICS_PORT": "0",
-        "PHONET_RECONNECT_INITIAL_DELAY": "0.05",
         **extra,
     }
 

@@ -7,8 +7,9 @@ Each accepted socket is one subscriber's; the simulator can generate realistic c
 
 Tests drive it directly: :meth:`PhonetSimulator.send` a frame (dict, text or binary) to a
 subscriber, :meth:`~PhonetSimulator.drop` sockets, set ``refuse_status`` to refuse
-handshakes, replace ``on_action`` to script the PBX's answers, read ``actions`` (what the
-producer sent) and ``sent`` (what the simulator delivered).
+handshakes or ``handshake_delay`` to make them slow (``handshakes_peak`` then tells how
+many were in progress at once), replace ``on_action`` to script the PBX's answers, read
+``actions`` (what the producer sent) and ``sent`` (what the simulator delivered).
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class PhonetSimulator:
         self.time_scale = time_scale
         self.record = record
         self.refuse_status: int | None = None
+        self.handshake_delay = 0.0
+        """Seconds each accepted handshake takes (a slow PBX); see ``handshakes_peak``."""
+        self.handshakes_in_progress = 0
+        self.handshakes_peak = 0
         self.traffic_for: list[str] | None = None
         """Subscribers calls are generated for (default: the known, else the connected)."""
         self.on_action: ActionHandler = lambda _subscriber, action: (
@@ -145,7 +150,18 @@ class PhonetSimulator:
         await self.close()
 
     # --- handshake and sockets --------------------------------------------------------
-    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not self.handshake_delay:
+            return self._decide(connection, request)
+        self.handshakes_in_progress += 1
+        self.handshakes_peak = max(self.handshakes_peak, self.handshakes_in_progress)
+        try:
+            await asyncio.sleep(self.handshake_delay)
+            return self._decide(connection, request)
+        finally:
+            self.handshakes_in_progress -= 1
+
+    def _decide(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         subscriber = query.get("subscriber", "")

@@ -2,8 +2,9 @@
 
 Commands: ``prepare`` (build frames), ``go`` (send them as fast as possible, one task per
 subscriber), ``rate`` (send at a fixed total rate, frames stamped with ``simSentNs``),
-``count`` (connected subscribers), ``drop`` (close every socket), ``handshakes`` (accepted
-handshake times since a moment), ``quit``. Started by ``tests/bench/run.py``.
+``count`` (connected subscribers), ``drop`` (reset every socket at once, or one
+``subscriber``'s), ``handshakes`` (accepted handshake times since a moment, of every or
+one ``subscriber``), ``quit``. Started by ``tests/bench/run.py``.
 """
 
 from __future__ import annotations
@@ -70,11 +71,20 @@ class Driver:
         if cmd == "count":
             return {"connected": len(self.sim.connected_subscribers())}
         if cmd == "drop":
+            # abrupt: every TCP connection reset at once, as when the PBX or a link dies
+            # (a close handshake per socket would spread the drop over seconds).
             now = time.monotonic()
-            return {"dropped": await self.sim.drop(code=1012), "at": now}
+            code = None if command.get("abrupt", True) else 1012
+            dropped = await self.sim.drop(command.get("subscriber"), code=code)
+            return {"dropped": dropped, "at": now}
         if cmd == "handshakes":
-            since = command["since"]
-            return {"times": [t - since for _, t in self.sim.handshake_log if t >= since]}
+            since, only = command["since"], command.get("subscriber")
+            times = [
+                t - since
+                for s, t in self.sim.handshake_log
+                if t >= since and (only is None or s == only)
+            ]
+            return {"times": times}
         raise ValueError(cmd)
 
 

@@ -16,10 +16,9 @@ import kubernetes_validate
 import promql_parser
 import pytest
 import yaml
-from prometheus_client.exposition import generate_latest
 
 from producer.config import Settings
-from producer.metrics import Metrics
+from producer.metrics import Metrics, SocketRow, SocketsView, exposition
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "phonet-producer"
@@ -117,14 +116,15 @@ def test_monitoring_resources_are_well_formed() -> None:
     rule = one(kinds, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) == {
-        "PhonetSocketDown",
+        "PhonetSocketsDown",
+        "PhonetSocketsFlapping",
         "PhonetBrokerDisconnected",
         "PhonetEventsDropped",
         "PhonetAuthFailures",
         "PhonetBrokerBlocked",
         "PhonetSpoolDegraded",
     }
-    assert alerts["PhonetSocketDown"]["for"] == "5m"
+    assert alerts["PhonetSocketsDown"]["for"] == "5m"
     for alert in alerts.values():
         promql_parser.parse(alert["expr"])  # raises on a syntax error
         assert 'job="phonet-phonet-producer"' in alert["expr"]
@@ -152,9 +152,10 @@ def test_grafana_dashboard_is_valid_json_with_real_metrics() -> None:
 
 
 def exported_metrics() -> set[str]:
-    metrics = Metrics()
-    metrics.add_subscriber("001")
-    text = generate_latest(metrics.registry).decode()
+    metrics = Metrics(per_subscriber="all")
+    metrics.watch_sockets(lambda: SocketsView([SocketRow("001", True, False, 1, 0, 0)]))
+    metrics.before_scrape()
+    text = exposition(metrics, "")[0]().decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
 
 

@@ -258,8 +258,8 @@ async def test_metrics_and_readiness(
     assert metric_value(text, "phonet_build_info") == 1
     assert sim.api_key not in text
 
+    sim.refuse_status = 503  # before the drop: reconnects are immediate
     await sim.drop()  # every socket down → not ready
-    sim.refuse_status = 503
     await until(lambda: producer.sockets.connected_count == 0, what="sockets down")
     status, _, body = await http_get(producer.http.port, "/readyz")
     assert status == 503
@@ -269,24 +269,26 @@ async def test_metrics_and_readiness(
 async def test_reconnects_after_the_pbx_drops_sockets(
     sim: PhonetSimulator, start_producer: StartProducer, collector: Collector
 ) -> None:
-    producer = await start_producer()
+    producer = await start_producer(phonet_metrics_per_subscriber="all")
     await sim.wait_connected(SUBSCRIBERS)
     await sim.send("001", call(uuid="before"))
     assert await sim.drop(code=1012) == 3
-    await sim.wait_disconnected(["001"], timeout=2)
+    await until(lambda: all(sim.handshakes[s] == 2 for s in SUBSCRIBERS), what="all back")
     await sim.wait_connected(SUBSCRIBERS, timeout=10)
     assert await sim.drop("002", code=None) == 1  # abrupt TCP loss, no close frame
-    await sim.wait_disconnected(["002"], timeout=2)
+    await until(lambda: sim.handshakes["002"] == 3, what="002 back")
     await sim.wait_connected(SUBSCRIBERS, timeout=10)
     await sim.send("002", call(uuid="after"))
     await collector.wait_for(lambda ms: {"before", "after"} <= {m.headers["uuid"] for m in ms})
     assert sim.handshakes["001"] == 2
-    assert sim.handshakes["002"] == 3
     _, _, raw = await http_get(producer.http.port, "/metrics")
     text = raw.decode()
-    assert metric_value(text, "phonet_ws_connects_total", {"subscriber": "002"}) == 3
-    assert metric_value(text, "phonet_ws_reconnects_total", {"subscriber": "002"}) == 2
-    assert metric_value(text, "phonet_ws_disconnects_total", {"subscriber": "002"}) == 2
+    assert metric_value(text, "phonet_ws_connects_total") == 7
+    assert metric_value(text, "phonet_ws_reconnects_total") == 4
+    assert metric_value(text, "phonet_ws_disconnects_total") == 4
+    one = {"subscriber": "002"}
+    assert metric_value(text, "phonet_ws_subscriber_connects_total", one) == 3
+    assert metric_value(text, "phonet_ws_subscriber_disconnects_total", one) == 2
 
 
 async def test_auth_failure_is_logged_counted_and_retried_slowly(
@@ -302,7 +304,8 @@ async def test_auth_failure_is_logged_counted_and_retried_slowly(
     refused = sim.refused[403]
     assert 2 <= refused <= 4  # about one attempt per second: no hot loop
     _, _, raw = await http_get(producer.http.port, "/metrics")
-    assert metric_value(raw.decode(), "phonet_ws_auth_failures_total", {"subscriber": "001"}) >= 2
+    failures = metric_value(raw.decode(), "phonet_ws_connect_failures_total", {"reason": "auth"})
+    assert failures >= 2
     status, _, _ = await http_get(producer.http.port, "/readyz")
     assert status == 503
     assert any("HTTP 403" in r.getMessage() for r in caplog.records)

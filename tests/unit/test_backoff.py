@@ -6,11 +6,17 @@ import random
 
 import pytest
 
-from producer.backoff import Backoff
+from producer.backoff import Backoff, TokenBucket
 
 
 def policy(**kw: float) -> Backoff:
     return Backoff(rng=random.Random(7), **kw)
+
+
+def test_an_isolated_drop_reconnects_at_once() -> None:
+    b = Backoff(rng=random.Random(1))
+    assert b.next_delay() == 0.0
+    assert b.next_delay() > 0.0  # but a second failure in a row waits
 
 
 def test_first_delay_spreads_over_initial_window() -> None:
@@ -60,3 +66,78 @@ def test_auth_failure_waits_at_least_auth_delay() -> None:
     assert b.next_delay(auth_failed=True) >= 60.0
     b.reset()
     assert b.next_delay() <= 5.0
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "times", "waits"),
+    [
+        pytest.param(10.0, 3.0, [0, 0, 0, 0, 0], [0, 0, 0, 0.1, 0.2], id="burst-then-paced"),
+        pytest.param(10.0, 1.0, [0, 0.1, 0.2], [0, 0, 0], id="at-the-rate-no-wait"),
+        pytest.param(10.0, 2.0, [0, 0, 0, 10, 10], [0, 0, 0.1, 0, 0], id="refills-over-time"),
+        pytest.param(100.0, 1.0, [5, 5, 5], [0, 0.01, 0.02], id="first-use-is-full"),
+    ],
+)
+def test_token_bucket_paces_in_order(
+    rate: float, burst: float, times: list[float], waits: list[float]
+) -> None:
+    bucket = TokenBucket(rate=rate, burst=burst)
+    assert [bucket.take(t) for t in times] == pytest.approx(waits)
+
+
+def test_ten_thousand_handshakes_at_two_hundred_a_second_take_under_a_minute() -> None:
+    bucket = TokenBucket(rate=200.0, burst=50.0)
+    last = max(bucket.take(0.0) for _ in range(10_000))
+    assert 49 < last < 50
+
+
+# --- the garbage collector policy ----------------------------------------------------
+
+from producer.gcpolicy import GcAction, GcPolicy  # noqa: E402
+
+
+def run_policy(policy: GcPolicy, script: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    """Feed ``(time, what)`` — ``open``, ``close`` or ``tick`` — and collect the actions."""
+    actions = []
+    for now, what in script:
+        if what in ("open", "close"):
+            policy.socket_changed(now, closed=what == "close")
+        action = policy.decide(now)
+        if action is not None:
+            actions.append((now, action.value))
+    return actions
+
+
+@pytest.mark.parametrize(
+    ("script", "actions"),
+    [
+        pytest.param(
+            [(0, "tick"), (1, "open"), (2, "tick"), (11, "tick"), (12, "tick")],
+            [(11, "freeze")],
+            id="freeze-once-stable",
+        ),
+        pytest.param(
+            [(0, "tick"), *((t / 10, "open") for t in range(1, 13)), (1.3, "tick")],
+            [(0.5, "freeze"), (1.0, "freeze")],
+            id="freeze-in-batches-while-opening",
+        ),
+        pytest.param(
+            [(0, "tick"), (11, "tick"), (13, "tick"), (16, "tick"), (21, "tick")],
+            [(11, "freeze"), (16, "freeze"), (21, "freeze")],
+            id="refreeze-what-accumulates",
+        ),
+        pytest.param(
+            [(0, "tick"), *((1 + t / 1000, "close") for t in range(6)), (5, "tick"), (12, "tick")],
+            [(12, "thaw")],
+            id="thaw-after-a-storm-once-stable",
+        ),
+    ],
+)
+def test_gc_policy(script: list[tuple[float, str]], actions: list[tuple[float, str]]) -> None:
+    policy = GcPolicy(stable_after=10, freeze_every=5, refreeze_after=5, thaw_after=5)
+    assert run_policy(policy, script) == actions
+
+
+def test_gc_policy_thaws_anyway_when_sockets_never_settle() -> None:
+    policy = GcPolicy(stable_after=10, freeze_every=5, refreeze_after=5, thaw_after=5)
+    actions = run_policy(policy, [(0, "tick"), *((t, "close") for t in range(1, 700, 5))])
+    assert [a for a in actions if a[1] == GcAction.THAW.value] == [(601, "thaw")]

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.exposition import choose_encoder
 
-from producer.http import Health, encode, parse_head, respond
+from producer.http import Exposition, Health, encode, parse_head, respond
 
 UP = Health(amqp_connected=True, sockets_up=1, sockets_total=2, shutting_down=False)
 
 
-def registry() -> CollectorRegistry:
+def registry() -> Exposition:
     r = CollectorRegistry()
     Counter("demo_things", "things", registry=r).inc(3)
-    return r
+
+    def render(accept: str) -> tuple[Callable[[], bytes], str]:
+        encoder, content_type = choose_encoder(accept)
+        return lambda: encoder(r), content_type
+
+    return render
 
 
 @pytest.mark.parametrize(
@@ -67,7 +75,8 @@ def test_metrics_negotiation(accept: str, content_type: str, needle: bytes) -> N
     response = respond("GET", "/metrics", accept, UP, registry())
     assert response.status == 200
     assert response.content_type.startswith(content_type)
-    assert needle in response.body
+    assert response.render is not None  # rendered off the event loop
+    assert needle in response.render()
 
 
 @pytest.mark.parametrize(

@@ -5,18 +5,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from producer.metrics import Metrics
+from producer.metrics import Metrics, SocketRow, SocketsView, exposition
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def exported() -> dict[str, set[str]]:
-    metrics = Metrics()
-    metrics.add_subscriber("001")
-    text = generate_latest(metrics.registry).decode()
+    metrics = Metrics(per_subscriber="all")
+    metrics.watch_sockets(lambda: SocketsView([SocketRow("001", True, False, 1, 0, 0)]))
+    metrics.before_scrape()
+    text = exposition(metrics, "")[0]().decode()
     assert "_created" not in text  # one per counter: noise nobody alerts on
     families: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
@@ -51,5 +53,80 @@ def test_no_metric_or_label_value_can_carry_a_secret_or_be_unbounded() -> None:
         *("pbx_error", "unknown_subscriber", "not_connected", "timeout", "expired"),
         *("click2call", "reply", "bad_header", "unencodable", "refused"),
         *("aiormq_publish", "websockets_opcode"),
-        *("refused", "dns", "timeout", "tls", "auth", "vhost"),
+        *("refused", "dns", "timeout", "tls", "auth", "vhost", "http", "network"),
     } | {v for v in values if re.fullmatch(r"[\d.]+|\+Inf", v)}
+
+
+def scrape(per_subscriber: str, rows: list[SocketRow], accept: str = "") -> str:
+    metrics = Metrics(per_subscriber=per_subscriber)  # type: ignore[arg-type]
+    metrics.watch_sockets(lambda: SocketsView(rows))
+    metrics.before_scrape()
+    return exposition(metrics, accept)[0]().decode()
+
+
+ROWS = [
+    SocketRow("001", connected=True, flapping=False, connects=3, disconnects=2, failures=0),
+    SocketRow("002", connected=True, flapping=True, connects=9, disconnects=8, failures=4),
+    SocketRow("003", connected=False, flapping=True, connects=0, disconnects=0, failures=7),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "series_per_subscriber"),
+    [
+        pytest.param("off", 0, id="off"),
+        pytest.param("connected", 1, id="connected"),
+        pytest.param("all", 4, id="all"),
+    ],
+)
+def test_per_subscriber_series_follow_the_setting(mode: str, series_per_subscriber: int) -> None:
+    text = scrape(mode, ROWS)
+    for row in ROWS:
+        assert text.count(f'subscriber="{row.subscriber}"') == series_per_subscriber
+    assert "phonet_ws_sockets 3.0" in text
+    assert "phonet_ws_sockets_up 2.0" in text
+    assert "phonet_ws_sockets_flapping 2.0" in text
+
+
+def test_the_snapshot_is_taken_at_scrape_time_not_when_rendering() -> None:
+    rows = list(ROWS)
+    metrics = Metrics()
+    metrics.watch_sockets(lambda: SocketsView(list(rows)))
+    metrics.before_scrape()
+    rows.clear()  # the loop moved on; the rendering thread still sees the snapshot
+    assert 'phonet_ws_connected{subscriber="003"} 0.0' in exposition(metrics, "")[0]().decode()
+
+
+def test_ten_thousand_subscribers_fit_a_small_scrape() -> None:
+    rows = [SocketRow(f"agent{i:05d}@example.com", True, False, 1, 0, 0) for i in range(10_000)]
+    assert len(scrape("connected", rows).encode()) < 1_000_000
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        pytest.param("", id="text"),
+        pytest.param("application/openmetrics-text; version=1.0.0", id="openmetrics"),
+    ],
+)
+def test_the_hand_written_block_parses_as_the_library_would_write_it(accept: str) -> None:
+    """The per-subscriber block is written without prometheus_client's encoders: a
+    parser reads the same families, values and escaped labels as from the library."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+
+    rows = [*ROWS, SocketRow('odd "name"\\x', True, False, 5, 4, 3)]
+    text = scrape("all", rows, accept)
+    parse = om if accept else text_string_to_metric_families
+    families = {f.name: f for f in parse(text)}
+    connected = {s.labels["subscriber"]: s.value for s in families["phonet_ws_connected"].samples}
+    assert connected == {"001": 1.0, "002": 1.0, "003": 0.0, 'odd "name"\\x': 1.0}
+    connects = families["phonet_ws_subscriber_connects"]
+    assert connects.type == "counter"
+    assert {s.labels["subscriber"]: s.value for s in connects.samples} == {
+        "001": 3.0,
+        "002": 9.0,
+        "003": 0.0,
+        'odd "name"\\x': 5.0,
+    }
+    if accept:
+        assert text.endswith("# EOF\n")

@@ -1,0 +1,106 @@
+"""The managed set of subscriber sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from producer.metrics import Metrics, SocketRow, SocketsView
+from producer.phonet.socket import SubscriberSocket
+
+log = logging.getLogger("producer.phonet")
+
+
+class SocketPool:
+    """The managed set of subscriber sockets; can grow and shrink while running.
+
+    ``factory`` makes a :class:`SubscriberSocket` for a subscriber; the pool runs each in
+    its own task. :meth:`close` closes them all (code 1001) and waits up to ``timeout``.
+    """
+
+    def __init__(self, factory: Callable[[str], SubscriberSocket], metrics: Metrics) -> None:
+        self._factory = factory
+        self._metrics = metrics
+        self._sockets: dict[str, SubscriberSocket] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        metrics.watch_sockets(self.view)
+
+    def __contains__(self, subscriber: object) -> bool:
+        return subscriber in self._sockets
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+    def get(self, subscriber: str) -> SubscriberSocket | None:
+        return self._sockets.get(subscriber)
+
+    @property
+    def subscribers(self) -> list[str]:
+        return list(self._sockets)
+
+    @property
+    def connected_count(self) -> int:
+        return sum(1 for s in self._sockets.values() if s.connected)
+
+    def view(self) -> SocketsView:
+        """What the metrics show of the sockets, taken on the event loop at scrape time."""
+        rows = [
+            SocketRow(
+                s.subscriber,
+                s.connected,
+                s.flapping,
+                s.stats.connects,
+                s.stats.disconnects,
+                s.stats.failures,
+            )
+            for s in self._sockets.values()
+        ]
+        return SocketsView(rows)
+
+    def add(self, subscriber: str) -> None:
+        """Start a socket for ``subscriber`` (no-op if it already has one)."""
+        if subscriber in self._sockets:
+            return
+        sock = self._factory(subscriber)
+        self._sockets[subscriber] = sock
+        self._tasks[subscriber] = asyncio.create_task(sock.run(), name=f"socket:{subscriber}")
+
+    async def remove(self, subscriber: str, timeout: float = 5.0) -> None:
+        """Close and forget ``subscriber``'s socket."""
+        sock = self._sockets.pop(subscriber, None)
+        task = self._tasks.pop(subscriber, None)
+        if sock is None or task is None:
+            return
+        await _stop(sock, task, timeout)
+
+    async def update(self, subscribers: Iterable[str]) -> None:
+        """Make the pool hold exactly ``subscribers``: start new ones, close the rest."""
+        wanted = list(dict.fromkeys(subscribers))
+        keep = set(wanted)
+        gone = [s for s in self._sockets if s not in keep]
+        await asyncio.gather(*(self.remove(s) for s in gone))
+        for subscriber in wanted:
+            self.add(subscriber)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close every socket with 1001 and wait for their tasks (cancelled after timeout)."""
+        sockets, tasks = self._sockets, self._tasks
+        await asyncio.gather(*(_stop(sockets[s], tasks[s], timeout) for s in list(sockets)))
+        sockets.clear()
+        tasks.clear()
+
+
+async def _stop(sock: SubscriberSocket, task: asyncio.Task[None], timeout: float) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await sock.close()
+            await task
+    except TimeoutError:
+        log.warning("socket did not close in time", extra={"subscriber": sock.subscriber})
+    finally:
+        if not task.done():
+            task.cancel()
+            # wait() does not re-raise the task's CancelledError, so an outer
+            # cancellation of this coroutine is not swallowed.
+            await asyncio.wait([task])

@@ -1,0 +1,99 @@
+"""Many sockets: an isolated drop reconnects at once, a storm comes back through the
+handshake gate (bounded in progress, paced), sockets that stayed up keep their events, and
+/metrics stays small. Figures at 10,000 sockets are in the benchmark, not here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from producer.app import Producer
+from producer.cli import fd_limit_problem
+from producer.simulator import PhonetSimulator, Quirks
+from tests.support import Collector, http_get, metric_value, producer_settings, until
+
+
+async def test_an_isolated_drop_reconnects_at_once(
+    sim: PhonetSimulator, amqp_url: str, exchange_name: str
+) -> None:
+    """With the backoff floor at 5 s, only an immediate first retry is back within 1 s."""
+    settings = producer_settings(
+        sim,
+        amqp_url,
+        exchange_name,
+        phonet_reconnect_min_delay=5.0,
+        phonet_reconnect_max_delay=10.0,
+        phonet_healthy_after=0.2,
+    )
+    async with Producer(settings):
+        await sim.wait_connected(["001"])
+        await asyncio.sleep(0.3)  # a healthy session
+        dropped = time.monotonic()
+        await sim.drop("001")
+        await until(lambda: sim.handshakes["001"] == 2, timeout=5, what="reconnected")
+        back = max(t for s, t in sim.handshake_log if s == "001") - dropped
+    assert back < 1.0
+
+
+@pytest.fixture
+async def open_sim() -> PhonetSimulator:
+    """A simulator that accepts any subscriber."""
+    async with PhonetSimulator(quirks=Quirks.none(), seed=2) as s:
+        yield s  # type: ignore[misc]
+
+
+async def test_a_storm_comes_back_through_the_gate_and_the_rest_keep_flowing(
+    open_sim: PhonetSimulator, amqp_url: str, exchange_name: str, collector: Collector
+) -> None:
+    """40 sockets dropped at once, a slow PBX (0.2 s a handshake), at most 3 handshakes at
+    once and 40 a second: never more than 3 in progress, and a socket that stayed up
+    delivers every event meanwhile."""
+    sim = open_sim
+    dropped_ones = [f"d{i:02d}" for i in range(40)]
+    settings = producer_settings(
+        sim,
+        amqp_url,
+        exchange_name,
+        phonet_subscribers=",".join(["steady", *dropped_ones]),
+        phonet_handshake_concurrency=3,
+        phonet_handshake_rate=40.0,
+    )
+    async with Producer(settings) as producer:
+        await sim.wait_connected(["steady", *dropped_ones], timeout=20)
+        await asyncio.sleep(0.6)  # healthy sessions: the first retry is immediate
+        sim.handshake_delay = 0.2
+        for subscriber in dropped_ones:
+            await sim.drop(subscriber)
+        sent = set()
+        for n in range(60):  # while the storm is on
+            uuid = f"steady{n}"
+            assert await sim.send("steady", {"event": "call.dial", "uuid": uuid}) == 1
+            sent.add(uuid)
+            await asyncio.sleep(0.02)
+        await sim.wait_connected(dropped_ones, timeout=30)
+        await collector.wait_for(lambda _: sent <= collector.uuids(), timeout=20)
+        assert sim.handshakes_peak == 3
+        _, _, body = await http_get(producer.http.port, "/metrics")
+        assert metric_value(body.decode(), "phonet_ws_sockets_up") == 41
+        assert body.count(b"phonet_ws_connected{") == 41
+
+
+@pytest.mark.parametrize(
+    ("limit", "subscribers", "problem"),
+    [
+        pytest.param(1024, 500, False, id="enough"),
+        pytest.param(1024, 800, True, id="too-few-for-800"),
+        pytest.param(20000, 10_000, False, id="ten-thousand"),
+        pytest.param(10_100, 10_000, True, id="no-room-beside-the-sockets"),
+    ],
+)
+def test_a_low_open_files_limit_is_said_plainly(
+    limit: int, subscribers: int, problem: bool
+) -> None:
+    said = fd_limit_problem(limit, subscribers)
+    assert (said is not None) is problem
+    if said:
+        assert str(limit) in said
+        assert "ulimit -n" in said
