@@ -116,19 +116,28 @@ def describe_target(url: str) -> str:
     return f"{parts.hostname}:{port}, vhost {vhost!r}, user {parts.username or 'guest'!r}"
 
 
-async def open_connection(url: str, *, timeout: float, name: str) -> AbstractConnection:
-    """``aio_pika.connect`` with a connection name shown in the RabbitMQ UI."""
+async def open_connection(
+    url: str, *, timeout: float, name: str, tls: ssl.SSLContext | None = None
+) -> AbstractConnection:
+    """``aio_pika.connect`` with a connection name shown in the RabbitMQ UI; ``tls`` is the
+    context for an ``amqps://`` URL (None: the system's CAs, or the URL's ``cafile``,
+    ``certfile``, ``keyfile`` query)."""
     return await aio_pika.connect(
         url,
         timeout=timeout,
+        ssl_context=tls,
         client_properties={"connection_name": name, "product": f"phonet-producer {__version__}"},
     )
 
 
-async def check_broker(url: str, safe_url: str, timeout: float = 5.0) -> None:
+async def check_broker(
+    url: str, safe_url: str, timeout: float = 5.0, tls: ssl.SSLContext | None = None
+) -> None:
     """Open and close one connection. Raises BrokerUnavailable (with the masked URL)."""
     try:
-        connection = await open_connection(url, timeout=timeout, name="phonet-producer check")
+        connection = await open_connection(
+            url, timeout=timeout, name="phonet-producer check", tls=tls
+        )
     except (*_TRANSIENT, ValueError) as exc:
         raise BrokerUnavailable(f"cannot reach RabbitMQ at {safe_url}: {safe_error(exc)}") from None
     await connection.close()
@@ -152,8 +161,10 @@ class BrokerLink:
         connect_timeout: float = 10.0,
         name: str = "",
         backoff: Backoff | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._url = url
+        self._tls = tls
         self.name = f"phonet-producer@{name or socket.gethostname()}"
         self.safe_url = safe_url
         self.exchange = exchange
@@ -198,7 +209,7 @@ class BrokerLink:
             first = False
             try:
                 connection = await open_connection(
-                    self._url, timeout=self.connect_timeout, name=self.name
+                    self._url, timeout=self.connect_timeout, name=self.name, tls=self._tls
                 )
             except asyncio.CancelledError:
                 raise

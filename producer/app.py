@@ -44,7 +44,7 @@ from producer.gcpolicy import GcAction, GcPolicy
 from producer.http import Health, OpsServer
 from producer.logs import BurstLog, trimmed
 from producer.metrics import Metrics, exposition
-from producer.phonet import HandshakeGate, SocketOptions, SocketPool, SubscriberSocket
+from producer.phonet import ApiKey, HandshakeGate, SocketOptions, SocketPool, SubscriberSocket
 from producer.publish.pipeline import Pipeline
 from producer.publish.publisher import Publisher
 from producer.publish.spool import Spool
@@ -79,6 +79,7 @@ class Producer:
         )
         self.broker = BrokerLink(
             url=s.amqp_url.get_secret_value(),
+            tls=s.amqp_tls(),
             safe_url=s.safe_amqp_url,
             exchange=s.phonet_exchange,
             publisher=self.publisher,
@@ -104,6 +105,12 @@ class Producer:
             # One context for every socket: a context each costs ~0.5 MB at 10,000 sockets.
             ssl=ssl.create_default_context() if s.socket_base_url.startswith("wss:") else None,
         )
+        self.api_key = ApiKey(
+            s.api_key,
+            s.phonet_api_key_file,
+            base_url=s.socket_base_url,
+            domain=s.phonet_domain,
+        )
         self.gate = HandshakeGate(s.phonet_handshake_concurrency, s.phonet_handshake_rate)
         self.sockets = SocketPool(self._socket_for, self.metrics)
         self.click2call = Click2Call(s, self.sockets, self.publisher, self.metrics)
@@ -116,6 +123,7 @@ class Producer:
             before_scrape=self.metrics.before_scrape,
         )
         self._lag_task: asyncio.Task[None] | None = None
+        self._key_task: asyncio.Task[None] | None = None
         # The collector's view of the heap is the process's: only the service manages it.
         self.gc_policy = GcPolicy() if manage_gc else None
         self.shutting_down = False
@@ -128,7 +136,7 @@ class Producer:
     def _socket_for(self, subscriber: str) -> SubscriberSocket:
         return SubscriberSocket(
             subscriber,
-            self.settings.socket_url(subscriber),
+            self.api_key,
             on_frame=self.on_frame,
             on_too_large=self._too_large,
             metrics=self.metrics,
@@ -224,6 +232,8 @@ class Producer:
             self._spool_task = asyncio.create_task(self._maintain(self.spool), name="spool")
         self._broker_task = asyncio.create_task(self.broker.run(), name="amqp")
         self._lag_task = asyncio.create_task(self._watch_loop(), name="loop-lag")
+        if self.settings.phonet_api_key_file is not None:
+            self._key_task = asyncio.create_task(self._watch_key(), name="api-key")
         await self.sockets.update(self.settings.subscribers)
         log.info(
             "producer started",
@@ -285,6 +295,27 @@ class Producer:
                 if action is not None:
                     gc.freeze()
 
+    async def _watch_key(self) -> None:
+        """Every PHONET_API_KEY_CHECK_INTERVAL seconds, re-read the key file; whenever a
+        newer key is known (from here or from a refused handshake), cycle the sockets still
+        open under an older one. Until cancelled."""
+        loop, key, s = asyncio.get_running_loop(), self.api_key, self.settings
+        cycled = key.version
+        at_once = max(1, s.phonet_handshake_concurrency // 5)
+        while True:
+            await asyncio.sleep(s.phonet_api_key_check_interval)
+            key.reread(loop.time())
+            if key.version > cycled:
+                version = key.version
+                done = await self.sockets.cycle(
+                    version, at_once, timeout=s.phonet_open_timeout + 5.0
+                )
+                cycled = version
+                log.info(
+                    "sockets reopened with the new API key",
+                    extra={"sockets": done, "key_version": version},
+                )
+
     async def stop(self) -> None:
         """Drain and stop; returns within about ``PHONET_SHUTDOWN_TIMEOUT`` + 2 seconds."""
         if self.shutting_down:
@@ -294,6 +325,9 @@ class Producer:
         deadline = loop.time() + self.settings.phonet_shutdown_timeout
         log.info("shutting down", extra={"buffered": len(self.pipeline)})
         # Commands in progress need their socket: let them finish (bounded) first.
+        if self._key_task is not None:
+            self._key_task.cancel()
+            await asyncio.wait([self._key_task])
         await self.click2call.stop(timeout=max(0.0, (deadline - loop.time()) / 2))
         await self.sockets.close(timeout=min(2.0, self.settings.phonet_shutdown_timeout / 4))
         # A command still being acked is answered now that its socket is gone: its reply

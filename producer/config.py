@@ -10,8 +10,10 @@ configuration table is generated from the same field descriptions (see
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from producer import routing
+from producer.click2call.policy import compile_numbers
 from producer.errors import ConfigError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -77,6 +80,9 @@ class Settings(BaseSettings):
     phonet_auth_retry_delay: float = Field(
         60.0, gt=0, description="wait after an HTTP 401/403 handshake before retrying"
     )
+    phonet_api_key_check_interval: float = Field(
+        10.0, gt=0, description="seconds between looks at PHONET_API_KEY_FILE for a new key"
+    )
 
     # --- RabbitMQ -----------------------------------------------------------------------
     amqp_url: SecretStr = Field(
@@ -106,6 +112,26 @@ class Settings(BaseSettings):
     phonet_click2call_dead_letter_exchange: str = Field(
         "", description="exchange for rejected commands (empty: none)"
     )
+    phonet_click2call_allowed_users: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="RabbitMQ users whose commands are dialed (the `user_id` property);"
+        " empty: anyone who may publish to the queue",
+    )
+    phonet_click2call_allowed_numbers: str = Field(
+        "",
+        description="regular expression the normalised number (`+`, digits) must match in"
+        " full, e.g. `\\+?380\\d{9}`; empty: any number",
+    )
+    phonet_click2call_rate_limit: float = Field(
+        60.0, ge=0, description="commands a minute per subscriber (bursts of 10 s worth); 0: off"
+    )
+    amqp_ca_file: Path | None = Field(
+        None, description="CA bundle to verify an `amqps://` broker (default: the system's)"
+    )
+    amqp_cert_file: Path | None = Field(
+        None, description="client certificate (PEM) for `amqps://`, with AMQP_KEY_FILE"
+    )
+    amqp_key_file: Path | None = Field(None, description="the client certificate's private key")
     amqp_connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection")
     amqp_reconnect_min_delay: float = Field(0.5, gt=0, description="broker backoff start")
     amqp_reconnect_max_delay: float = Field(15.0, gt=0, description="broker backoff cap")
@@ -172,7 +198,25 @@ class Settings(BaseSettings):
             return value.upper() if info.field_name == "log_level" else value.lower()
         return value
 
-    @field_validator("phonet_spool_dir", mode="before")
+    @field_validator("phonet_click2call_allowed_users", mode="before")
+    @classmethod
+    def _split_users(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("phonet_click2call_allowed_numbers")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        try:
+            compile_numbers(value)
+        except re.error as exc:  # the pattern is the user's own: safe to quote the reason
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+        return value.strip()
+
+    @field_validator(
+        "phonet_spool_dir", "amqp_ca_file", "amqp_cert_file", "amqp_key_file", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -288,6 +332,20 @@ class Settings(BaseSettings):
         """The full socket URL for ``subscriber``. It holds the API key: never log it."""
         return subscriber_url(self.socket_base_url, self.phonet_domain, self.api_key, subscriber)
 
+    def amqp_tls(self) -> ssl.SSLContext | None:
+        """The TLS context for the broker from AMQP_CA_FILE / AMQP_CERT_FILE / AMQP_KEY_FILE;
+        None when none is set (aiormq then uses the system's CAs for amqps://)."""
+        if self.amqp_ca_file is None and self.amqp_cert_file is None:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.amqp_ca_file) if self.amqp_ca_file else None
+        )
+        if self.amqp_cert_file is not None:
+            context.load_cert_chain(
+                str(self.amqp_cert_file), str(self.amqp_key_file) if self.amqp_key_file else None
+            )
+        return context
+
     @property
     def safe_amqp_url(self) -> str:
         return mask_url(self.amqp_url.get_secret_value())
@@ -360,9 +418,26 @@ def cross_problems(get: Callable[[str], Any]) -> list[str]:
         a, b = get(low), get(high)
         if a is not None and b is not None and a > b:
             problems.append(f"{env_name(low)}: {words} {env_name(high)}")
+    problems.extend(tls_problems(get))
     frame, budget = get("phonet_max_frame_bytes"), get("phonet_buffer_max_bytes")
     if frame is not None and budget is not None and budget < 2 * frame:
         problems.append("PHONET_BUFFER_MAX_BYTES: must be at least twice PHONET_MAX_FRAME_BYTES")
+    return problems
+
+
+def tls_problems(get: Callable[[str], Any]) -> list[str]:
+    """The AMQP TLS files: readable, a key only with a certificate, and only for amqps://."""
+    problems: list[str] = []
+    files = [name for name in ("amqp_ca_file", "amqp_cert_file", "amqp_key_file") if get(name)]
+    for name in files:
+        path = get(name)
+        if not os.access(path, os.R_OK) or not path.is_file():
+            problems.append(f"{env_name(name)}: cannot read {path}")
+    if get("amqp_key_file") and not get("amqp_cert_file"):
+        problems.append("AMQP_KEY_FILE: needs AMQP_CERT_FILE")
+    url = get("amqp_url")
+    if files and url is not None and not url.get_secret_value().startswith("amqps://"):
+        problems.append(f"{env_name(files[0])}: needs an amqps:// AMQP_URL")
     return problems
 
 

@@ -9,6 +9,9 @@ The tree::
     └── CommandError            a click2call command was answered with an error
         ├── InvalidCommand      body not JSON, not an object, a field missing or malformed
         ├── UnknownSubscriber   the subscriber is not configured on this producer
+        ├── Forbidden           the sender is not in PHONET_CLICK2CALL_ALLOWED_USERS
+        ├── NumberNotAllowed    the number does not match PHONET_CLICK2CALL_ALLOWED_NUMBERS
+        ├── RateLimited         the subscriber's PHONET_CLICK2CALL_RATE_LIMIT is used up
         ├── NotConnected        the subscriber's socket stayed down
         ├── CommandExpired      the command waited in the queue for too long
         ├── CommandTimeout      the PBX did not answer in time
@@ -49,6 +52,18 @@ class InvalidCommand(CommandError):
 
 class UnknownSubscriber(CommandError):
     result = "unknown_subscriber"
+
+
+class Forbidden(CommandError):
+    result = "forbidden"
+
+
+class NumberNotAllowed(CommandError):
+    result = "number_not_allowed"
+
+
+class RateLimited(CommandError):
+    result = "rate_limited"
 
 
 class NotConnected(CommandError):

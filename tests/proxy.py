@@ -13,11 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1") -> None:
+    """``tls``: terminate TLS on the listening side (a TLS front for a plain broker)."""
+
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
+        self.tls = tls
         self.host = host
         self.port = 0
         self.accepted = 0
@@ -36,7 +47,7 @@ class TcpProxy:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        self._server = await asyncio.start_server(self._accept, sock=sock)
+        self._server = await asyncio.start_server(self._accept, sock=sock, ssl=self.tls)
 
     def url(self, scheme_url: str) -> str:
         """``scheme_url`` (e.g. an AMQP URL) with its host:port replaced by the proxy's."""

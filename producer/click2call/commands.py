@@ -23,6 +23,9 @@ from producer.events import CallEvent
 
 REPLY_EVENTS = frozenset({"success", "error"})
 MAX_ID_LENGTH = 128
+MAX_COMMAND_BYTES = 8192
+"""A command is a few dozen bytes; anything this large is refused before it is parsed."""
+MAX_TO_LENGTH = 64
 _SEPARATORS = re.compile(r"[\s\-()\[\]]")
 _PHONE = re.compile(r"\+?[0-9]{2,20}")
 
@@ -44,6 +47,8 @@ class Command:
 def normalise_number(to: str) -> str | None:
     """Digits with an optional leading ``+`` (2–20 digits) after stripping spaces, dashes
     and brackets; ``None`` when that is not a phone number."""
+    if len(to) > MAX_TO_LENGTH:
+        return None
     number = _SEPARATORS.sub("", to)
     return number if _PHONE.fullmatch(number) else None
 
@@ -52,10 +57,12 @@ def parse_command(body: bytes, configured: Container[str]) -> Command:
     """Validate one command body against the configured subscribers.
 
     Raises:
-        InvalidCommand: not JSON, not an object, a field missing or of the wrong type, or
-            ``to`` not a phone number.
+        InvalidCommand: larger than MAX_COMMAND_BYTES, not JSON, not an object, a field
+            missing or of the wrong type, or ``to`` not a phone number.
         UnknownSubscriber: ``subscriber`` is not configured on this producer.
     """
+    if len(body) > MAX_COMMAND_BYTES:
+        raise InvalidCommand(f"invalid command: body larger than {MAX_COMMAND_BYTES} bytes")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -105,7 +112,10 @@ def check_age(
 
 def fields_of(body: bytes) -> dict[str, Any]:
     """``subscriber``, ``to`` and ``id`` from a body, as far as they can be read (for
-    echoing them in an error reply). Only strings and integers are echoed."""
+    echoing them in an error reply). Only strings and integers are echoed; an oversized
+    body is not read at all."""
+    if len(body) > MAX_COMMAND_BYTES:
+        return {}
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -39,6 +39,13 @@ from producer.click2call.commands import (
     reply_body,
     result_of,
 )
+from producer.click2call.policy import (
+    Policy,
+    RateLimiter,
+    compile_numbers,
+    mask_number,
+    sender_of,
+)
 from producer.click2call.switchboard import (
     Delivery,
     Effect,
@@ -57,6 +64,7 @@ from producer.phonet import SocketPool
 from producer.publish.publisher import Publisher
 
 log = logging.getLogger("producer.click2call")
+audit = logging.getLogger("producer.audit")
 
 
 @dataclass
@@ -66,6 +74,7 @@ class Pending:
     message: AbstractIncomingMessage
     started: float
     fields: dict[str, Any]
+    sender: str | None = None
     settle: asyncio.Future[Settle] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -85,6 +94,11 @@ class Click2Call:
             timeout=s.phonet_click2call_timeout,
             grace=s.phonet_click2call_timeout,
             connect_wait=s.phonet_click2call_connect_wait,
+        )
+        self.policy = Policy(
+            allowed_users=frozenset(s.phonet_click2call_allowed_users) or None,
+            allowed_numbers=compile_numbers(s.phonet_click2call_allowed_numbers),
+            rate=RateLimiter(s.phonet_click2call_rate_limit),
         )
         self._pending: dict[Hashable, Pending] = {}
         self._consuming: tuple[AbstractQueue, str] | None = None
@@ -205,7 +219,12 @@ class Click2Call:
         reached the broker and the command must not be lost (a redelivery of a dialed
         command is recognised)."""
         key = (session, message.delivery_tag)
-        pending = Pending(message, started=_now(), fields=fields_of(message.body))
+        pending = Pending(
+            message,
+            started=_now(),
+            fields=fields_of(message.body),
+            sender=sender_of(_text(message.user_id), _text(message.app_id)),
+        )
         self._pending[key] = pending
         acking = False
         try:
@@ -233,16 +252,23 @@ class Click2Call:
                 self._pending.pop(key, None)
 
     def _delivery(self, key: Hashable, session: int, pending: Pending) -> Delivery:
-        message, s = pending.message, self.settings
-        command = error = None
-        try:
-            command = parse_command(message.body, self.sockets)
-            pending.fields = command_fields(command)
-        except CommandError as exc:
-            error = exc
+        message, s, now = pending.message, self.settings, _now()
         # Age from the sender's timestamp when it set one, else from now.
         born = message.timestamp.timestamp() if message.timestamp is not None else time.time()
         fresh_until = pending.started + s.phonet_click2call_max_age - (time.time() - born)
+        command = error = None
+        try:
+            self.policy.check_sender(_text(message.user_id))
+            command = parse_command(message.body, self.sockets)
+            pending.fields = command_fields(command)
+            if message.redelivered or fresh_until < now:
+                # A redelivery took its rate token the first time; an expired command is
+                # answered "expired" by the switchboard and costs none.
+                self.policy.check_number(command.number)
+            else:
+                self.policy.check(command.subscriber, command.number, now)
+        except CommandError as exc:
+            command, error = None, exc
         return Delivery(
             key=key,
             session=session,
@@ -369,13 +395,16 @@ class Click2Call:
                 wall_ms=wall_ms,
             )
         )
-        log.log(
-            logging.INFO if outcome is None else logging.WARNING,
+        audit.info(
             "click2call %s",
             result,
             extra={
-                "subscriber": subscriber,
+                "sender": pending.sender,
+                "subscriber": subscriber if isinstance(subscriber, str) else None,
+                "number": mask_number(fields.get("to")),
                 "command_id": fields.get("id"),
+                "result": result,
+                "latency_ms": round(latency * 1000, 1),
                 "detail": None if outcome is None else str(outcome)[:200],
             },
         )
@@ -392,6 +421,12 @@ def partial_handle(service: Click2Call, session: int) -> Any:
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+def _text(value: object) -> str | None:
+    """A message property as text, or None: a property of the wrong type (a hostile or
+    buggy sender) counts as absent, never as a crash."""
+    return value if isinstance(value, str) and value else None
 
 
 def _identity(message: AbstractIncomingMessage) -> str:

@@ -17,12 +17,13 @@ The socket URL carries the API key. It is passed to websockets and nowhere else:
 the subscriber and the masked base URL, exceptions are logged by type and status only.
 
 Modules: :mod:`.connection` (the websockets connection subclass, behind its one seam),
-:mod:`.gate` (options and the handshake gate), :mod:`.socket` (one subscriber's loop),
-:mod:`.pool` (the set of them).
+:mod:`.gate` (options and the handshake gate), :mod:`.keys` (the API key and its
+rotation), :mod:`.socket` (one subscriber's loop), :mod:`.pool` (the set of them).
 """
 
 from producer.phonet.connection import PhonetConnection
 from producer.phonet.gate import HandshakeGate, SocketOptions
+from producer.phonet.keys import ApiKey
 from producer.phonet.pool import SocketPool
 from producer.phonet.socket import (
     FrameHandler,
@@ -33,6 +34,7 @@ from producer.phonet.socket import (
 )
 
 __all__ = [
+    "ApiKey",
     "FrameHandler",
     "HandshakeGate",
     "PhonetConnection",

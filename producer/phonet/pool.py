@@ -83,6 +83,25 @@ class SocketPool:
         for subscriber in wanted:
             self.add(subscriber)
 
+    async def cycle(self, older_than: int, at_once: int, timeout: float) -> int:
+        """Reopen every open socket logged in with an API key version below
+        ``older_than``, ``at_once`` at a time, each waiting until it is back (at most
+        ``timeout`` seconds): a key rotation costs each socket one reconnect, and the PBX
+        sees ``at_once`` handshakes at a time, not a storm. Returns how many came back.
+        Cancellation stops the cycling; sockets already closed reconnect on their own."""
+        slots = asyncio.Semaphore(max(1, at_once))
+        done = 0
+
+        async def one(sock: SubscriberSocket) -> None:
+            nonlocal done
+            async with slots:
+                if sock.connected and sock.key_version < older_than:
+                    done += await sock.cycle(timeout)
+
+        stale = [s for s in self._sockets.values() if s.connected and s.key_version < older_than]
+        await asyncio.gather(*(one(sock) for sock in stale))
+        return done
+
     async def close(self, timeout: float = 5.0) -> None:
         """Close every socket with 1001 and wait for their tasks (cancelled after timeout)."""
         sockets, tasks = self._sockets, self._tasks

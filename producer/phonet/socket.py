@@ -19,6 +19,7 @@ from producer.logs import BurstLog, safe_error
 from producer.metrics import Metrics
 from producer.phonet.connection import PhonetConnection, abort_connection
 from producer.phonet.gate import HandshakeGate, SocketOptions
+from producer.phonet.keys import ApiKey
 
 log = logging.getLogger("producer.phonet")
 
@@ -54,7 +55,9 @@ class SubscriberSocket:
     __slots__ = (
         "_backoff",
         "_closing",
+        "_cycling",
         "_gate",
+        "_key",
         "_metrics",
         "_on_frame",
         "_on_state",
@@ -62,9 +65,9 @@ class SubscriberSocket:
         "_options",
         "_safe_url",
         "_sleeping",
-        "_url",
         "_ws",
         "connection",
+        "key_version",
         "stats",
         "subscriber",
     )
@@ -72,7 +75,7 @@ class SubscriberSocket:
     def __init__(
         self,
         subscriber: str,
-        url: str,
+        key: ApiKey,
         *,
         on_frame: FrameHandler,
         on_too_large: TooLargeHandler,
@@ -85,7 +88,8 @@ class SubscriberSocket:
         self.subscriber = subscriber
         self.stats = SocketStats()
         self._gate = gate
-        self._url = url
+        self._key = key
+        self.key_version = 0  # the API key version the open connection logged in with
         self._safe_url = safe_url
         self._on_frame = on_frame
         self._on_too_large = on_too_large
@@ -96,6 +100,7 @@ class SubscriberSocket:
         self._backoff = options.backoff()
         self._ws: PhonetConnection | None = None
         self._closing = False
+        self._cycling = False
         self._sleeping: asyncio.Future[None] | None = None
 
     @property
@@ -135,11 +140,13 @@ class SubscriberSocket:
         loop = asyncio.get_running_loop()
         o = self._options
         while not self._closing:
-            auth_failed = False
+            auth_failed = retry_now = False
+            version = self._key.version
             try:
                 async with self._gate.slot() if self._gate else contextlib.nullcontext():
+                    version = self._key.version
                     ws = await connect(
-                        self._url,
+                        self._key.url(self.subscriber),
                         create_connection=PhonetConnection,
                         open_timeout=o.open_timeout,
                         ping_interval=o.ping_interval,
@@ -158,7 +165,9 @@ class SubscriberSocket:
                 status = exc.response.status_code
                 auth_failed = status in (401, 403)
                 self._failed("auth" if auth_failed else "http")
-                if auth_failed:
+                # A rotated key: the PBX refuses the old one; retry at once with the new.
+                retry_now = auth_failed and self._key.refused(version, loop.time())
+                if auth_failed and not retry_now:
                     _refusals(
                         logging.ERROR,
                         "Phonet refused the API key or domain (HTTP %d); check PHONET_API_KEY"
@@ -191,6 +200,7 @@ class SubscriberSocket:
                     await ws.close(CloseCode.GOING_AWAY, "producer shutting down")
                     return
                 started = loop.time()
+                self.key_version = version
                 self._opened(ws)
                 try:
                     yield ws
@@ -200,9 +210,11 @@ class SubscriberSocket:
                         await abort_connection(ws)
                     ws.release()
                 self._backoff.session_ended(loop.time() - started)
+                retry_now, self._cycling = self._cycling, False
             if self._closing:
                 return
-            await self._sleep(self._backoff.next_delay(auth_failed=auth_failed))
+            if not retry_now:
+                await self._sleep(self._backoff.next_delay(auth_failed=auth_failed))
             self._metrics.ws_reconnects.inc()
 
     def _failed(self, reason: str) -> None:
@@ -241,7 +253,7 @@ class SubscriberSocket:
         sent, rcvd = exc.sent, exc.rcvd
         if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
             self._on_too_large(self.subscriber)
-        if self._closing:
+        if self._closing or self._cycling:
             return
         code = rcvd.code if rcvd is not None else (sent.code if sent is not None else 1006)
         reason = (rcvd.reason if rcvd is not None else "") or ""
@@ -266,6 +278,24 @@ class SubscriberSocket:
             pass
         finally:
             self._sleeping = None
+
+    async def cycle(self, timeout: float) -> bool:
+        """Close the open connection and reconnect at once (a new API key); True when it
+        is open again within ``timeout`` seconds. Nothing happens when it is not open.
+        Cancellation leaves it reconnecting on its own."""
+        ws, before = self._ws, self.connection
+        if ws is None or self._closing:
+            return False
+        self._cycling = True
+        await ws.close(CloseCode.NORMAL_CLOSURE, "API key rotated")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Polled, not awaited on an Event: no per-socket Event at 10,000 sockets.
+        while not (self._ws is not None and self.connection != before):
+            if loop.time() >= deadline or self._closing:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def close(self, code: int = CloseCode.GOING_AWAY) -> None:
         """Stop reconnecting and close the socket with ``code`` (1001 by default)."""

@@ -177,12 +177,22 @@ class PhonetSimulator:
             status = 403
         else:
             connection.subscriber = subscriber  # type: ignore[attr-defined]
+            connection.api_key = self.api_key  # type: ignore[attr-defined]
             self.handshakes[subscriber] += 1
             self.handshake_log.append((subscriber, time.monotonic()))
             return None
         self.refused[status] += 1
         log.debug("handshake refused", extra={"status": status, "subscriber": subscriber[:80]})
         return connection.respond(status, f"HTTP {status}\n")
+
+    def keys_in_use(self) -> collections.Counter[str]:
+        """How many open sockets logged in with each API key (``api_key`` may change while
+        sockets stay open, as a rotated key does at the real PBX)."""
+        return collections.Counter(
+            ws.api_key  # type: ignore[attr-defined]
+            for conns in self._conns.values()
+            for ws in conns
+        )
 
     async def _handle(self, ws: ServerConnection) -> None:
         subscriber: str = ws.subscriber  # type: ignore[attr-defined]

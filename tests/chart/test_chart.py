@@ -287,6 +287,41 @@ def test_every_environment_variable_is_a_real_setting() -> None:
     assert data["PHONET_SPOOL_MAX_BYTES"] == "1073741824"
 
 
+def test_security_values_reach_the_pod() -> None:
+    kinds = render(PRODUCTION)
+    data = settings_map(kinds)
+    assert data["PHONET_CLICK2CALL_ALLOWED_USERS"] == "crm-dialer,helpdesk"
+    assert data["PHONET_CLICK2CALL_ALLOWED_NUMBERS"] == r"\+?380\d{9}"
+    assert data["PHONET_CLICK2CALL_RATE_LIMIT"] == "20"
+    assert data["AMQP_CA_FILE"] == "/etc/phonet-producer/amqp-tls/ca.crt"
+    assert data["AMQP_CERT_FILE"] == "/etc/phonet-producer/amqp-tls/tls.crt"
+    assert data["AMQP_KEY_FILE"] == "/etc/phonet-producer/amqp-tls/tls.key"
+    spec = one(kinds, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["amqp-tls"]["secret"]["secretName"] == "rabbitmq-client-tls"
+    mounts = {m["name"]: m for m in container(kinds)["volumeMounts"]}
+    assert mounts["amqp-tls"]["readOnly"] is True
+    # The key is mounted as a directory (no subPath): a rotated Secret reaches the pod.
+    assert "subPath" not in mounts["api-key"]
+    defaults = render(INLINE)
+    assert "AMQP_CA_FILE" not in settings_map(defaults)
+    assert "amqp-tls" not in {m["name"] for m in container(defaults)["volumeMounts"]}
+
+
+def test_network_policy_admits_only_the_scraper_and_the_kubelet() -> None:
+    assert "NetworkPolicy" not in render(INLINE)  # off by default
+    policy = one(render(PRODUCTION), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert rule["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    assert rule["from"][1] == {"ipBlock": {"cidr": "10.0.0.0/16"}}
+    closed = one(render({**INLINE, "networkPolicy": {"enabled": True}}), "NetworkPolicy")
+    assert closed["spec"]["ingress"] == []
+
+
 def test_spool_on_a_kept_claim() -> None:
     kinds = render(PRODUCTION)
     claim = one(kinds, "PersistentVolumeClaim")

@@ -155,6 +155,36 @@ def test_api_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             id="min-over-max",
         ),
         pytest.param(
+            {"PHONET_CLICK2CALL_ALLOWED_NUMBERS": r"\+?(380"},
+            "PHONET_CLICK2CALL_ALLOWED_NUMBERS: not a valid regular expression (missing ),",
+            id="numbers-pattern",
+        ),
+        pytest.param(
+            {"PHONET_CLICK2CALL_RATE_LIMIT": "-1"},
+            "PHONET_CLICK2CALL_RATE_LIMIT: Input should be greater than or equal to 0",
+            id="rate-limit",
+        ),
+        pytest.param(
+            {"AMQP_URL": "amqps://x/", "AMQP_CA_FILE": "/nonexistent/ca.pem"},
+            "AMQP_CA_FILE: cannot read /nonexistent/ca.pem",
+            id="ca-missing",
+        ),
+        pytest.param(
+            {"AMQP_CA_FILE": __file__},
+            "AMQP_CA_FILE: needs an amqps:// AMQP_URL",
+            id="tls-without-amqps",
+        ),
+        pytest.param(
+            {"AMQP_URL": "amqps://x/", "AMQP_KEY_FILE": __file__},
+            "AMQP_KEY_FILE: needs AMQP_CERT_FILE",
+            id="key-without-cert",
+        ),
+        pytest.param(
+            {"PHONET_API_KEY_CHECK_INTERVAL": "0"},
+            "PHONET_API_KEY_CHECK_INTERVAL: Input should be greater than 0",
+            id="key-interval",
+        ),
+        pytest.param(
             {"PHONET_SHUTDOWN_TIMEOUT": "-1"},
             "PHONET_SHUTDOWN_TIMEOUT: Input should be greater than 0",
             id="timeout",
@@ -170,6 +200,25 @@ def test_bad_setting_gives_one_line_naming_it(
     lines = str(info.value).splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(line), lines[0]
+
+
+def test_click2call_guards_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load(monkeypatch, GOOD)
+    assert defaults.phonet_click2call_allowed_users == ()
+    assert defaults.phonet_click2call_allowed_numbers == ""
+    assert defaults.amqp_tls() is None
+    s = load(
+        monkeypatch,
+        {
+            **GOOD,
+            "PHONET_CLICK2CALL_ALLOWED_USERS": " crm , helpdesk,,",
+            "PHONET_CLICK2CALL_ALLOWED_NUMBERS": r" \+?380\d{9} ",
+            "PHONET_CLICK2CALL_RATE_LIMIT": "0",
+        },
+    )
+    assert s.phonet_click2call_allowed_users == ("crm", "helpdesk")
+    assert s.phonet_click2call_allowed_numbers == r"\+?380\d{9}"
+    assert s.phonet_click2call_rate_limit == 0
 
 
 def test_secrets_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -91,6 +91,16 @@ METRICS_PORT: "9120"
 LOG_LEVEL: {{ .Values.logLevel | quote }}
 LOG_FORMAT: {{ .Values.logFormat | quote }}
 PHONET_SHUTDOWN_TIMEOUT: {{ .Values.shutdownTimeout | quote }}
+PHONET_CLICK2CALL_ALLOWED_USERS: {{ join "," .Values.click2call.allowedUsers | quote }}
+PHONET_CLICK2CALL_ALLOWED_NUMBERS: {{ .Values.click2call.allowedNumbers | quote }}
+PHONET_CLICK2CALL_RATE_LIMIT: {{ .Values.click2call.rateLimit | quote }}
+{{- with .Values.amqp.tls.secretName }}
+AMQP_CA_FILE: {{ printf "/etc/phonet-producer/amqp-tls/%s" $.Values.amqp.tls.caKey | quote }}
+{{- if $.Values.amqp.tls.certKey }}
+AMQP_CERT_FILE: {{ printf "/etc/phonet-producer/amqp-tls/%s" $.Values.amqp.tls.certKey | quote }}
+AMQP_KEY_FILE: {{ printf "/etc/phonet-producer/amqp-tls/%s" $.Values.amqp.tls.keyKey | quote }}
+{{- end }}
+{{- end }}
 {{- if .Values.spool.enabled }}
 PHONET_SPOOL_DIR: "/var/lib/phonet-producer/spool"
 PHONET_SPOOL_MAX_BYTES: {{ .Values.spool.maxBytes | int64 | quote }}
