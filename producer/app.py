@@ -36,7 +36,8 @@ from producer import __version__
 from producer.amqp import BrokerLink
 from producer.backoff import Backoff
 from producer.click2call.service import Click2Call
-from producer.config import Settings, mask_url
+from producer.config import Settings
+from producer.config_rules import mask_url
 from producer.envelope import Envelope, event_envelope
 from producer.errors import ConfigError
 from producer.events import CallEvent, InvalidReason, metric_event, parse_frame
@@ -48,6 +49,7 @@ from producer.phonet import ApiKey, HandshakeGate, SocketOptions, SocketPool, Su
 from producer.publish.pipeline import Pipeline
 from producer.publish.publisher import Publisher
 from producer.publish.spool import Spool
+from producer.rest.service import RestService
 
 log = logging.getLogger("producer")
 
@@ -114,6 +116,9 @@ class Producer:
         self.gate = HandshakeGate(s.phonet_handshake_concurrency, s.phonet_handshake_rate)
         self.sockets = SocketPool(self._socket_for, self.metrics)
         self.click2call = Click2Call(s, self.sockets, self.publisher, self.metrics)
+        self.rest = RestService(
+            s, self.publisher, self.metrics.rest, self.api_key, self.set_subscribers
+        )
         self.broker.session_hooks.append(self.click2call.consume)
         self.http = OpsServer(
             s.metrics_host,
@@ -150,6 +155,20 @@ class Producer:
         if self.gc_policy is not None:
             self.gc_policy.socket_changed(asyncio.get_running_loop().time(), closed=not up)
         self.click2call.socket_state(subscriber, connection, up)
+        sock = self.sockets.get(subscriber)
+        self.rest.socket_state(subscriber, up, sock.last_close if sock is not None else None)
+
+    async def set_subscribers(self, wanted: tuple[str, ...]) -> None:
+        """Hold exactly ``wanted``: new sockets open, removed ones close cleanly (what they
+        already delivered is still published). Click2call's "unknown subscriber" follows."""
+        before = set(self.sockets.subscribers)
+        await self.sockets.update(wanted)
+        for subscriber in before - set(wanted):
+            self.rest.removed(subscriber)
+        for subscriber in wanted:
+            if subscriber not in before:
+                self.rest.added(subscriber)
+        self.click2call.policy.rate.forget(wanted)
 
     def on_frame(
         self, subscriber: str, connection: int, payload: bytes, is_text: bool, received: float
@@ -159,6 +178,8 @@ class Producer:
         if isinstance(parsed, CallEvent):
             if self.click2call.offer(subscriber, connection, parsed):
                 return  # the PBX's answer to a click2call command, not a call event
+            if parsed.event == "call.hangup" and parsed.uuid is not None:
+                self.rest.seen_end(subscriber, parsed.uuid)  # backfill must not repeat it
             self.metrics.received[metric_event(parsed.event)].inc()
         else:
             self.metrics.received["invalid"].inc()
@@ -209,6 +230,7 @@ class Producer:
             spool_degraded=self.spool is not None and self.spool.degraded,
             version=__version__,
             replica_id=self.settings.replica_id,
+            rest=self.rest.status(),
         )
 
     # --- lifecycle --------------------------------------------------------------------
@@ -234,7 +256,8 @@ class Producer:
         self._lag_task = asyncio.create_task(self._watch_loop(), name="loop-lag")
         if self.settings.phonet_api_key_file is not None:
             self._key_task = asyncio.create_task(self._watch_key(), name="api-key")
-        await self.sockets.update(self.settings.subscribers)
+        await self.set_subscribers(self.settings.subscribers)
+        self.rest.start()
         log.info(
             "producer started",
             extra={
@@ -296,25 +319,39 @@ class Producer:
                     gc.freeze()
 
     async def _watch_key(self) -> None:
-        """Every PHONET_API_KEY_CHECK_INTERVAL seconds, re-read the key file; whenever a
-        newer key is known (from here or from a refused handshake), cycle the sockets still
-        open under an older one. Until cancelled."""
+        """Every PHONET_API_KEY_CHECK_INTERVAL seconds, re-read the key file; while sockets
+        are open under another key than the current one (a rotation, from here or from a
+        refused handshake), cycle them gradually. Until cancelled."""
         loop, key, s = asyncio.get_running_loop(), self.api_key, self.settings
-        cycled = key.version
         at_once = max(1, s.phonet_handshake_concurrency // 5)
+        version = key.version
         while True:
             await asyncio.sleep(s.phonet_api_key_check_interval)
             key.reread(loop.time())
-            if key.version > cycled:
+            if key.version != version:
                 version = key.version
-                done = await self.sockets.cycle(
-                    version, at_once, timeout=s.phonet_open_timeout + 5.0
-                )
-                cycled = version
-                log.info(
-                    "sockets reopened with the new API key",
-                    extra={"sockets": done, "key_version": version},
-                )
+                self.sockets.wake_refused()
+            stale = [
+                sub
+                for sub in self.sockets.subscribers
+                if (sock := self.sockets.get(sub)) is not None
+                and sock.connected
+                and not key.is_current(sock.key_version)
+            ]
+            if not stale:
+                continue
+            done = await self.sockets.cycle(
+                lambda v: not key.is_current(v),
+                at_once,
+                timeout=s.phonet_open_timeout + 5.0,
+                busy=self.click2call.board.busy_on,
+            )
+            log.info(
+                "sockets reopened with the new API key"
+                if done
+                else "reopening sockets with the new API key: some are left for the next round",
+                extra={"sockets": len(stale), "key_version": key.version},
+            )
 
     async def stop(self) -> None:
         """Drain and stop; returns within about ``PHONET_SHUTDOWN_TIMEOUT`` + 2 seconds."""
@@ -328,6 +365,7 @@ class Producer:
         if self._key_task is not None:
             self._key_task.cancel()
             await asyncio.wait([self._key_task])
+        await self.rest.close()
         await self.click2call.stop(timeout=max(0.0, (deadline - loop.time()) / 2))
         await self.sockets.close(timeout=min(2.0, self.settings.phonet_shutdown_timeout / 4))
         # A command still being acked is answered now that its socket is gone: its reply

@@ -79,7 +79,7 @@ async def _run_simulator(args: argparse.Namespace) -> int:
         sim.start_traffic(args.calls_per_second)
     print(
         f"Phonet simulator on {sim.url}\n"
-        f"  PHONET_URL={sim.url} PHONET_DOMAIN={sim.domain} "
+        f"  PHONET_URL={sim.url} PHONET_REST_URL={sim.rest_url} PHONET_DOMAIN={sim.domain} "
         f"PHONET_API_KEY={args.api_key} PHONET_SUBSCRIBERS={','.join(subscribers)}",
         flush=True,
     )

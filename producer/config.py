@@ -10,14 +10,12 @@ configuration table is generated from the same field descriptions (see
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -31,8 +29,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from producer import routing
 from producer.click2call.policy import compile_numbers
+from producer.config_rules import (
+    AUTO,
+    Problems,
+    check_subscriber_list,
+    cross_problems,
+    format_validation_error,
+    mask_url,
+    read_subscribers_file,
+    subscriber_url,
+    tls_context,
+)
 from producer.errors import ConfigError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -53,7 +61,28 @@ class Settings(BaseSettings):
         None, description="a file holding the API key (a k8s Secret mount)"
     )
     phonet_subscribers: Annotated[tuple[str, ...], NoDecode] = Field(
-        description="comma-separated extensions or e-mails, one socket each"
+        (),
+        description="comma-separated extensions or e-mails, one socket each; `auto`: every"
+        " employee the REST API lists",
+    )
+    phonet_subscribers_file: Path | None = Field(
+        None, description="a file with one subscriber a line (`#` comments), re-read on change"
+    )
+    phonet_subscribers_exclude: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated patterns (`*`, `?`) of subscribers never to hold"
+    )
+    phonet_discovery_field: Literal["ext", "email"] = Field(
+        "ext", description="with `auto`: the employee field that names the subscriber"
+    )
+    phonet_discovery_interval: float = Field(
+        300.0, gt=0, description="with `auto`: seconds between looks at the employee list"
+    )
+    phonet_rest_url: str | None = Field(
+        None, description="REST API base, default `https://{PHONET_DOMAIN}`"
+    )
+    phonet_rest_timeout: float = Field(10.0, gt=0, description="seconds for one REST request")
+    phonet_backfill: Literal["on", "off"] = Field(
+        "on", description="after a gap, publish the calls missed meanwhile from the REST API"
     )
     phonet_url: str | None = Field(
         None,
@@ -123,7 +152,10 @@ class Settings(BaseSettings):
         " full, e.g. `\\+?380\\d{9}`; empty: any number",
     )
     phonet_click2call_rate_limit: float = Field(
-        60.0, ge=0, description="commands a minute per subscriber (bursts of 10 s worth); 0: off"
+        60.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="commands a minute per subscriber (bursts of 10 s worth); 0: off",
     )
     amqp_ca_file: Path | None = Field(
         None, description="CA bundle to verify an `amqps://` broker (default: the system's)"
@@ -198,6 +230,11 @@ class Settings(BaseSettings):
             return value.upper() if info.field_name == "log_level" else value.lower()
         return value
 
+    @field_validator("phonet_discovery_field", "phonet_backfill", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("phonet_click2call_allowed_users", mode="before")
     @classmethod
     def _split_users(cls, value: Any) -> Any:
@@ -215,7 +252,12 @@ class Settings(BaseSettings):
         return value.strip()
 
     @field_validator(
-        "phonet_spool_dir", "amqp_ca_file", "amqp_cert_file", "amqp_key_file", mode="before"
+        "phonet_spool_dir",
+        "amqp_ca_file",
+        "amqp_cert_file",
+        "amqp_key_file",
+        "phonet_subscribers_file",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -233,6 +275,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_subscribers(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if value.strip().lower() == "auto":
+                return (AUTO,)
             items = [item.strip() for item in value.split(",")]
             if items == [""]:
                 raise ValueError("lists no subscriber")
@@ -245,17 +289,26 @@ class Settings(BaseSettings):
     @field_validator("phonet_subscribers")
     @classmethod
     def _check_subscribers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("lists no subscriber")
-        seen: set[str] = set()
-        for item in value:
-            problem = routing.subscriber_token_error(item)
-            if problem:
-                raise ValueError(f"{item[:40]!r} {problem}")
-            if item in seen:
-                raise ValueError(f"{item[:40]!r} is listed twice")
-            seen.add(item)
+        if value == (AUTO,) or not value:
+            return value
+        return check_subscriber_list(value)
+
+    @field_validator("phonet_subscribers_exclude", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
+
+    @field_validator("phonet_rest_url")
+    @classmethod
+    def _check_rest_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value.strip().rstrip("/")
 
     @field_validator("phonet_url")
     @classmethod
@@ -321,8 +374,23 @@ class Settings(BaseSettings):
         return self.phonet_replica_id.strip() or socket.gethostname()
 
     @property
+    def discovery(self) -> bool:
+        """True with ``PHONET_SUBSCRIBERS=auto``: the REST API's employees are the list."""
+        return self.phonet_subscribers == (AUTO,)
+
+    @property
     def subscribers(self) -> tuple[str, ...]:
+        """The subscribers to hold at start: the list, the file's content, or none yet
+        (``auto``: the first discovery fills it)."""
+        if self.discovery:
+            return ()
+        if self.phonet_subscribers_file is not None:
+            return read_subscribers_file(self.phonet_subscribers_file)
         return self.phonet_subscribers
+
+    @property
+    def rest_base_url(self) -> str:
+        return self.phonet_rest_url or f"https://{self.phonet_domain}"
 
     @property
     def socket_base_url(self) -> str:
@@ -333,53 +401,15 @@ class Settings(BaseSettings):
         return subscriber_url(self.socket_base_url, self.phonet_domain, self.api_key, subscriber)
 
     def amqp_tls(self) -> ssl.SSLContext | None:
-        """The TLS context for the broker from AMQP_CA_FILE / AMQP_CERT_FILE / AMQP_KEY_FILE;
-        None when none is set (aiormq then uses the system's CAs for amqps://)."""
+        """The TLS context for the broker from AMQP_CA_FILE / AMQP_CERT_FILE / AMQP_KEY_FILE
+        (checked at start); None when none is set (aiormq then uses the system's CAs)."""
         if self.amqp_ca_file is None and self.amqp_cert_file is None:
             return None
-        context = ssl.create_default_context(
-            cafile=str(self.amqp_ca_file) if self.amqp_ca_file else None
-        )
-        if self.amqp_cert_file is not None:
-            context.load_cert_chain(
-                str(self.amqp_cert_file), str(self.amqp_key_file) if self.amqp_key_file else None
-            )
-        return context
+        return tls_context(self.amqp_ca_file, self.amqp_cert_file, self.amqp_key_file)
 
     @property
     def safe_amqp_url(self) -> str:
         return mask_url(self.amqp_url.get_secret_value())
-
-
-def subscriber_url(base: str, domain: str, api_key: str, subscriber: str) -> str:
-    """``base`` with ``domain``, ``apiKey`` and ``subscriber`` added to its query."""
-    parts = urlsplit(base)
-    query = urlencode({"domain": domain, "apiKey": api_key, "subscriber": subscriber})
-    query = f"{parts.query}&{query}" if parts.query else query
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` and any ``apiKey`` value hidden."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        host = netloc.rsplit("@", 1)[1]
-        netloc = f"{user}:***@{host}"
-    query = re.sub(r"(?i)(apikey=)[^&]*", r"\1***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-class Problems(Exception):
-    """Setting problems found across settings: each line names its setting. (Not a
-    ValueError, so pydantic passes it through as it is.)"""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
 
 
 def _lenient(data: dict[str, Any], name: str) -> Any:
@@ -389,86 +419,17 @@ def _lenient(data: dict[str, Any], name: str) -> Any:
     if name not in data:
         return None if field.is_required() else field.default
     assert field.annotation is not None
+    value = data[name]
+    if isinstance(value, str) and not value.strip() and not field.is_required():
+        return None  # an empty optional setting means "not set" (see _empty_is_none)
+    if isinstance(value, str) and field.annotation == tuple[str, ...]:
+        # A comma-separated list (NoDecode): split as its own validator does.
+        items = tuple(item.strip() for item in value.split(",") if item.strip())
+        return items or None  # an empty list is its own error, reported already
     try:
-        return TypeAdapter(field.annotation).validate_python(data[name])
+        return TypeAdapter(field.annotation).validate_python(value)
     except ValidationError:
         return None
-
-
-def cross_problems(get: Callable[[str], Any]) -> list[str]:
-    """Every rule that spans settings, as one line per problem naming the setting.
-    ``get(field)`` gives a setting's value, or None when it is unknown."""
-    problems: list[str] = []
-    key, key_file = get("phonet_api_key"), get("phonet_api_key_file")
-    if key is not None and key_file is not None:
-        problems.append("PHONET_API_KEY: set PHONET_API_KEY or PHONET_API_KEY_FILE, not both")
-    elif key is None and key_file is None:
-        problems.append("PHONET_API_KEY: required (or PHONET_API_KEY_FILE)")
-    elif key is not None and not key.get_secret_value().strip():
-        problems.append("PHONET_API_KEY: is empty")
-    elif key_file is not None:
-        problem = key_file_problem(key_file)
-        if problem:
-            problems.append(f"PHONET_API_KEY_FILE: {problem}")
-    pairs = (
-        ("phonet_reconnect_min_delay", "phonet_reconnect_max_delay", "must not exceed"),
-        ("amqp_reconnect_min_delay", "amqp_reconnect_max_delay", "must not exceed"),
-    )
-    for low, high, words in pairs:
-        a, b = get(low), get(high)
-        if a is not None and b is not None and a > b:
-            problems.append(f"{env_name(low)}: {words} {env_name(high)}")
-    problems.extend(tls_problems(get))
-    frame, budget = get("phonet_max_frame_bytes"), get("phonet_buffer_max_bytes")
-    if frame is not None and budget is not None and budget < 2 * frame:
-        problems.append("PHONET_BUFFER_MAX_BYTES: must be at least twice PHONET_MAX_FRAME_BYTES")
-    return problems
-
-
-def tls_problems(get: Callable[[str], Any]) -> list[str]:
-    """The AMQP TLS files: readable, a key only with a certificate, and only for amqps://."""
-    problems: list[str] = []
-    files = [name for name in ("amqp_ca_file", "amqp_cert_file", "amqp_key_file") if get(name)]
-    for name in files:
-        path = get(name)
-        if not os.access(path, os.R_OK) or not path.is_file():
-            problems.append(f"{env_name(name)}: cannot read {path}")
-    if get("amqp_key_file") and not get("amqp_cert_file"):
-        problems.append("AMQP_KEY_FILE: needs AMQP_CERT_FILE")
-    url = get("amqp_url")
-    if files and url is not None and not url.get_secret_value().startswith("amqps://"):
-        problems.append(f"{env_name(files[0])}: needs an amqps:// AMQP_URL")
-    return problems
-
-
-def key_file_problem(path: Path) -> str | None:
-    """Why the key file cannot be used, or None."""
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        return f"cannot read {path}: {reason}"
-    return None if text else f"{path} is empty"
-
-
-def env_name(field: str) -> str:
-    return field.upper()
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per bad setting: ``NAME: what is wrong``. Values are never echoed."""
-    lines: list[str] = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = error.get("loc") or ()
-        message = str(error.get("msg", "invalid"))
-        message = message.removeprefix("Value error, ")
-        if error.get("type") == "missing":
-            message = "required (not set)"
-        if loc:
-            lines.append(f"{env_name(str(loc[0]))}: {message}")
-        else:
-            lines.append(message)
-    return "\n".join(dict.fromkeys(lines))
 
 
 def load_settings(**overrides: Any) -> Settings:

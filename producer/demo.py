@@ -22,7 +22,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from producer import __version__
 from producer.amqp import check_broker, open_connection
 from producer.app import Producer
-from producer.config import DEFAULT_AMQP_URL, load_settings, mask_url
+from producer.config import DEFAULT_AMQP_URL, load_settings
+from producer.config_rules import mask_url
 from producer.errors import BrokerUnavailable
 from producer.simulator import PhonetSimulator
 
@@ -99,6 +100,7 @@ async def run_demo(
             phonet_api_key_file=None,
             phonet_subscribers=",".join(DEMO_SUBSCRIBERS),
             phonet_url=sim.url,
+            phonet_rest_url=sim.rest_url,
             amqp_url=url,
             phonet_exchange=exchange,
             phonet_click2call_queue=click2call_queue,

@@ -274,3 +274,30 @@ def outcome_envelope(
         kind="outcome",
         received=received,
     )
+
+
+def rest_envelope(
+    exchange: str,
+    routing_key: str,
+    kind: str,
+    body: bytes,
+    headers: dict[str, Any],
+    *,
+    message_id: str,
+    received: float,
+    wall_ms: int,
+) -> Envelope:
+    """A message the producer makes itself on the events exchange: ``gap``, ``history``
+    (a missed call read from the REST API) or ``active`` (a call in progress)."""
+    return Envelope(
+        exchange=exchange,
+        routing_key=routing_key,
+        body=body,
+        message_id=message_id,
+        headers=headers,
+        type=routing_key.rsplit(".", 1)[0],
+        timestamp=wall_ms // 1000,
+        label=kind,
+        kind=kind,
+        received=received,
+    )

@@ -6,6 +6,7 @@ The tree::
     ├── ConfigError             a setting is missing or wrong; startup stops with one line
     ├── BrokerUnavailable       RabbitMQ did not answer (the demo and startup checks say so)
     ├── SpoolError              the spool directory cannot be used
+    ├── RestUnavailable         a Phonet REST request failed (``result`` says how)
     └── CommandError            a click2call command was answered with an error
         ├── InvalidCommand      body not JSON, not an object, a field missing or malformed
         ├── UnknownSubscriber   the subscriber is not configured on this producer
@@ -38,6 +39,15 @@ class BrokerUnavailable(PhonetProducerError):
 
 class SpoolError(PhonetProducerError):
     """The spool directory is unusable (not writable, not a directory, locked by another)."""
+
+
+class RestUnavailable(PhonetProducerError):
+    """A REST request failed; ``result`` is its metric label (auth, http, timeout, network,
+    bad_json), the text says what happened without a URL or a key."""
+
+    def __init__(self, result: str, message: str) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class CommandError(PhonetProducerError):

@@ -201,6 +201,11 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
+def stable_id(*parts: str) -> str:
+    """A message id made of ``parts`` (the same parts, the same id: consumers can de-duplicate)."""
+    return _digest(*parts)
+
+
 def message_id(subscriber: str, parsed: CallEvent | InvalidFrame, body: bytes) -> str:
     """A stable id: equal for two deliveries of the same event to the same subscriber.
 

@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import orjson
 
@@ -46,6 +47,8 @@ class Health:
     spool_degraded: bool = False
     version: str = ""
     replica_id: str = ""
+    rest: dict[str, Any] | None = None
+    """Discovery and backfill status (see :meth:`producer.rest.service.RestService.status`)."""
 
     @property
     def ready(self) -> bool:
@@ -137,6 +140,7 @@ class OpsServer:
         self._health = health
         self._metrics = metrics
         self._before_scrape = before_scrape
+        self._scraping = asyncio.Lock()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -168,9 +172,12 @@ class OpsServer:
                 method, target, accept = parsed
                 response = respond(method, target, accept, self._health(), self._metrics)
             if response.render is not None:
-                if self._before_scrape is not None:
-                    self._before_scrape()  # on the loop: a consistent snapshot
-                body = await asyncio.to_thread(response.render)
+                # One scrape at a time: the snapshot is shared (and forgotten once
+                # rendered), and a burst of scrapers must not occupy every core.
+                async with self._scraping:
+                    if self._before_scrape is not None:
+                        self._before_scrape()  # on the loop: a consistent snapshot
+                    body = await asyncio.to_thread(response.render)
                 response = Response(response.status, response.content_type, body)
             writer.write(encode(response, head_only=method == "HEAD"))
             await writer.drain()

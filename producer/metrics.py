@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from producer import __version__
 from producer.events import KNOWN_EVENTS, InvalidReason
+from producer.rest.metrics import RestMetrics
 
 if TYPE_CHECKING:
     from producer.publish.pipeline import Pipeline
@@ -42,13 +43,17 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 EVENT_LABELS = (*sorted(KNOWN_EVENTS), "other", "invalid")
 """``event`` label values of frames read from Phonet."""
-PUBLISHED_LABELS = (*EVENT_LABELS, "click2call", "reply")
-"""``event`` label values of what is published: frames, click2call outcomes, RPC replies."""
+PUBLISHED_LABELS = (*EVENT_LABELS, "click2call", "reply", "gap", "history", "active")
+"""``event`` label values of what is published: frames, click2call outcomes, RPC replies,
+gaps and what the REST API filled in (missed and in-progress calls)."""
 CLICK2CALL_RESULTS = (
     "success",
     "pbx_error",
     "invalid",
     "unknown_subscriber",
+    "forbidden",
+    "number_not_allowed",
+    "rate_limited",
     "not_connected",
     "timeout",
     "expired",
@@ -97,6 +102,7 @@ class Metrics:
         r = self.registry
         self.sockets = SocketsCollector(per_subscriber)
         r.register(self.sockets)
+        self.rest = RestMetrics(r)
         self.build_info = Info("phonet_build", "Version of phonet-producer", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
 

@@ -103,3 +103,10 @@ def subscriber_token_error(subscriber: str) -> str | None:
     if len(escape_word(subscriber)) > MAX_SUBSCRIBER_TOKEN_BYTES:
         return f"is longer than {MAX_SUBSCRIBER_TOKEN_BYTES} bytes once escaped for routing"
     return None
+
+
+def made_key(prefix: str, subscriber: str) -> str | None:
+    """``<prefix>.<token>`` for messages the producer makes (``gap``, ``history.call``,
+    ``active.call``); None when it would not fit a routing key."""
+    key = f"{prefix}.{subscriber_token(subscriber)}"
+    return key if len(key.encode()) <= MAX_ROUTING_KEY_BYTES else None

@@ -172,6 +172,7 @@ def producer_settings(
         "phonet_api_key_file": None,
         "phonet_subscribers": "001",
         "phonet_url": sim.url,
+        "phonet_rest_url": sim.rest_url,
         "amqp_url": amqp_url,
         "phonet_exchange": exchange,
         "phonet_click2call_queue": f"{exchange}.click2call",  # the janitor deletes it
@@ -244,6 +245,7 @@ def service_env(sim: PhonetSimulator, amqp_url: str, exchange: str, **extra: str
         "PHONET_API_KEY": sim.api_key,
         "PHONET_SUBSCRIBERS": "001,002,ivan.petrov@example.com",
         "PHONET_URL": sim.url,
+        "PHONET_REST_URL": sim.rest_url,
         "AMQP_URL": amqp_url,
         "PHONET_EXCHANGE": exchange,
         "PHONET_CLICK2CALL_QUEUE": f"{exchange}.click2call",  # the janitor deletes it

@@ -69,6 +69,9 @@ def parse_command(body: bytes, configured: Container[str]) -> Command:
         raise InvalidCommand("invalid command: body is not JSON") from None
     if not isinstance(data, dict):
         raise InvalidCommand("invalid command: body must be a JSON object")
+    if data.get("event") in REPLY_EVENTS:
+        # A reply or an outcome event routed back to the queue by mistake: never a dial.
+        raise InvalidCommand("invalid command: this is a reply, not a command")
     subscriber, to, ident = data.get("subscriber"), data.get("to"), data.get("id")
     if not isinstance(subscriber, str) or not subscriber:
         raise InvalidCommand("invalid command: 'subscriber' must be a non-empty string")

@@ -134,10 +134,16 @@ def sender_of(user_id: str | None, app_id: str | None) -> str | None:
     """Who sent a command, for the audit line: the broker-checked ``user_id`` when set,
     else the self-declared ``app_id`` (marked as such), bounded."""
     if user_id:
-        return f"user:{user_id[:MAX_SENDER]}"
+        return f"user:{_printable(user_id)}"
     if app_id:
-        return f"app:{app_id[:MAX_SENDER]}"
+        return f"app:{_printable(app_id)}"
     return None
+
+
+def _printable(text: str) -> str:
+    """Bounded, with control characters replaced: a sender's own words must not forge
+    audit log lines (a newline in ``app_id``)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:MAX_SENDER])
 
 
 def compile_numbers(pattern: str) -> re.Pattern[str] | None:

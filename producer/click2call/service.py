@@ -57,7 +57,7 @@ from producer.click2call.switchboard import (
 )
 from producer.config import Settings
 from producer.envelope import outcome_envelope, reply_envelope
-from producer.errors import CommandError, NotConnected
+from producer.errors import CommandError, InvalidCommand, NotConnected
 from producer.events import CallEvent
 from producer.metrics import Metrics
 from producer.phonet import SocketPool
@@ -259,13 +259,17 @@ class Click2Call:
         command = error = None
         try:
             self.policy.check_sender(_text(message.user_id))
+            if message.reply_to == s.phonet_click2call_queue:
+                # Its reply would come back as a command (and could be dialed): refuse.
+                raise InvalidCommand("invalid command: reply_to is the command queue")
             command = parse_command(message.body, self.sockets)
             pending.fields = command_fields(command)
-            if message.redelivered or fresh_until < now:
-                # A redelivery took its rate token the first time; an expired command is
-                # answered "expired" by the switchboard and costs none.
+            if fresh_until < now:
+                # Answered "expired" by the switchboard: it takes no rate token.
                 self.policy.check_number(command.number)
             else:
+                # A redelivery takes a token again: its first answer (rate limited, say)
+                # may have been lost with its channel, and must not become a dial.
                 self.policy.check(command.subscriber, command.number, now)
         except CommandError as exc:
             command, error = None, exc
@@ -371,7 +375,7 @@ class Click2Call:
             headers["command_id"] = str(fields["id"])
         if correlation_id:
             headers["correlation_id"] = correlation_id
-        if message.reply_to:
+        if message.reply_to and message.reply_to != self.settings.phonet_click2call_queue:
             self.publisher.put(
                 reply_envelope(
                     message.reply_to,

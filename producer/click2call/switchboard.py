@@ -144,6 +144,9 @@ class Line:
     current: Job | None = None
     late_conn: int | None = None
     late_until: float = 0.0
+    unsent: Hashable | None = None
+    """A timed-out command whose action the adapter has not reported written yet: the late
+    window stays open until it does (the action may still go out, and be answered)."""
 
 
 class Switchboard:
@@ -206,7 +209,17 @@ class Switchboard:
     def sent(self, key: Hashable, ok: bool, now: float) -> list[Effect]:
         """The action was written (``ok``), or the socket was gone."""
         job = self.jobs.get(key)
-        if job is None or job.phase is not Phase.SENDING:
+        if job is None:
+            for line in self.lines.values():
+                if line.unsent == key:  # timed out before the write was reported
+                    line.unsent = None
+                    if ok and line.late_conn is not None:
+                        line.late_until = now + self.timeout + self.grace
+                        return []
+                    line.late_conn = None
+                    return self._advance(line, now)
+            return []
+        if job.phase is not Phase.SENDING:
             return []  # answered meanwhile, or the socket dropped
         if not ok:
             line = self.lines[job.command.subscriber]
@@ -238,7 +251,7 @@ class Switchboard:
         if line is None:
             return []
         if line.late_conn is not None and line.late_conn != conn:
-            line.late_conn = None
+            line.late_conn, line.unsent = None, None  # its answer cannot come on this one
         job = line.current
         if job is not None and job.phase is Phase.WAIT_SOCKET:
             job.phase = Phase.ACKING
@@ -310,6 +323,10 @@ class Switchboard:
                     continue
                 if job.phase in (Phase.SENDING, Phase.AWAITING):
                     line.late_conn, line.late_until = job.conn, now + self.grace
+                    if job.phase is Phase.SENDING:
+                        # Not known to be written yet: it may go out later and be answered
+                        # later still; the window stays open until the write is reported.
+                        line.unsent, line.late_until = key, float("inf")
                     effects += self._finish(line, job, now, Reply(key, CommandTimeout("timeout")))
                     continue
             if line.late_conn is not None and now >= line.late_until:
@@ -326,7 +343,11 @@ class Switchboard:
             if line.current is not None
             and line.current.phase in (Phase.WAIT_SOCKET, Phase.SENDING, Phase.AWAITING)
         ]
-        times += [line.late_until for line in self.lines.values() if line.late_conn is not None]
+        times += [
+            line.late_until
+            for line in self.lines.values()
+            if line.late_conn is not None and line.unsent is None
+        ]
         return min(times, default=None)
 
     @property
@@ -336,6 +357,14 @@ class Switchboard:
 
     def holds(self, key: Hashable) -> bool:
         return key in self.jobs
+
+    def busy_on(self, subscriber: str) -> bool:
+        """True while ``subscriber``'s line has a command or awaits a late answer: closing
+        its socket now would cut that command off (a key rotation waits for it)."""
+        line = self.lines.get(subscriber)
+        return line is not None and (
+            line.current is not None or bool(line.queue) or line.late_conn is not None
+        )
 
     # --- internals --------------------------------------------------------------------
     def _line(self, subscriber: str) -> Line:

@@ -57,11 +57,17 @@ class PhonetConnection(ClientConnection):
         return data, self._guess(data)
 
     def release(self) -> None:
-        """Once closed, break the cycle websockets' protocol object forms with the error
-        that ended its frame parser (the error's traceback holds the parser's frame, which
-        holds the protocol), so a dead connection is freed at once by reference counting
-        instead of waiting for a full garbage collection (see :mod:`producer.gcpolicy`).
+        """Once closed (the transport is aborted first if it is not), break the cycle
+        websockets' protocol object forms with the error that ended its frame parser (the
+        error's traceback holds the parser's frame, which holds the protocol), so a dead
+        connection is freed at once by reference counting instead of waiting for a full
+        garbage collection (see :mod:`producer.gcpolicy`).
         websockets internals: should they change, the collector reclaims it later."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            # Cancelled mid close handshake: the socket must not stay open without a
+            # reader callback (asyncio would then fail on every byte that arrives).
+            transport.abort()
         with contextlib.suppress(Exception):
             exc = self.protocol.parser_exc
             if exc is not None:

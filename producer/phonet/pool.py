@@ -83,24 +83,43 @@ class SocketPool:
         for subscriber in wanted:
             self.add(subscriber)
 
-    async def cycle(self, older_than: int, at_once: int, timeout: float) -> int:
-        """Reopen every open socket logged in with an API key version below
-        ``older_than``, ``at_once`` at a time, each waiting until it is back (at most
-        ``timeout`` seconds): a key rotation costs each socket one reconnect, and the PBX
-        sees ``at_once`` handshakes at a time, not a storm. Returns how many came back.
-        Cancellation stops the cycling; sockets already closed reconnect on their own."""
+    def wake_refused(self) -> None:
+        """A new API key is known: sockets waiting out a 401/403 try again now."""
+        for sock in self._sockets.values():
+            sock.wake()
+
+    async def cycle(
+        self,
+        stale: Callable[[int], bool],
+        at_once: int,
+        timeout: float,
+        busy: Callable[[str], bool] = lambda _subscriber: False,
+    ) -> bool:
+        """Reopen every open socket whose API key version is ``stale``, ``at_once`` at a
+        time, each waiting until it is back (at most ``timeout`` seconds): a key rotation
+        costs each socket one reconnect, and the PBX sees ``at_once`` handshakes at a time.
+
+        One socket goes first, alone (a canary): when it does not come back on a current
+        key — the PBX refused the new key — nothing else is touched. Sockets that are
+        ``busy`` (a click2call command on the line) are left for a later call. True when
+        no stale socket is left. Cancellation stops the cycling; sockets already closed
+        reconnect on their own."""
+        todo = [s for s in self._sockets.values() if s.connected and stale(s.key_version)]
+        ready = [s for s in todo if not busy(s.subscriber)]
+        if not ready:
+            return not todo
+        canary, rest = ready[0], ready[1:]
+        if not await canary.cycle(timeout) or stale(canary.key_version):
+            return False
         slots = asyncio.Semaphore(max(1, at_once))
-        done = 0
 
         async def one(sock: SubscriberSocket) -> None:
-            nonlocal done
             async with slots:
-                if sock.connected and sock.key_version < older_than:
-                    done += await sock.cycle(timeout)
+                if sock.connected and stale(sock.key_version) and not busy(sock.subscriber):
+                    await sock.cycle(timeout)
 
-        stale = [s for s in self._sockets.values() if s.connected and s.key_version < older_than]
-        await asyncio.gather(*(one(sock) for sock in stale))
-        return done
+        await asyncio.gather(*(one(sock) for sock in rest))
+        return not any(s.connected and stale(s.key_version) for s in self._sockets.values())
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close every socket with 1001 and wait for their tasks (cancelled after timeout)."""

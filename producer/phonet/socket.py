@@ -63,11 +63,13 @@ class SubscriberSocket:
         "_on_state",
         "_on_too_large",
         "_options",
+        "_refused",
         "_safe_url",
         "_sleeping",
         "_ws",
         "connection",
         "key_version",
+        "last_close",
         "stats",
         "subscriber",
     )
@@ -90,6 +92,7 @@ class SubscriberSocket:
         self._gate = gate
         self._key = key
         self.key_version = 0  # the API key version the open connection logged in with
+        self.last_close: int | None = None  # the close code of the last connection
         self._safe_url = safe_url
         self._on_frame = on_frame
         self._on_too_large = on_too_large
@@ -101,6 +104,7 @@ class SubscriberSocket:
         self._ws: PhonetConnection | None = None
         self._closing = False
         self._cycling = False
+        self._refused = False  # sleeping after a 401/403: a new key wakes it
         self._sleeping: asyncio.Future[None] | None = None
 
     @property
@@ -201,6 +205,7 @@ class SubscriberSocket:
                     return
                 started = loop.time()
                 self.key_version = version
+                self._key.accepted(version)
                 self._opened(ws)
                 try:
                     yield ws
@@ -214,7 +219,11 @@ class SubscriberSocket:
             if self._closing:
                 return
             if not retry_now:
-                await self._sleep(self._backoff.next_delay(auth_failed=auth_failed))
+                self._refused = auth_failed
+                try:
+                    await self._sleep(self._backoff.next_delay(auth_failed=auth_failed))
+                finally:
+                    self._refused = False
             self._metrics.ws_reconnects.inc()
 
     def _failed(self, reason: str) -> None:
@@ -223,6 +232,7 @@ class SubscriberSocket:
 
     def _opened(self, ws: PhonetConnection) -> None:
         self.connection += 1
+        self.last_close = None
         self.stats.connects += 1
         ws.on_fallback = self._metrics.fallbacks["websockets_opcode"].inc
         ws.forget_handshake()
@@ -253,9 +263,10 @@ class SubscriberSocket:
         sent, rcvd = exc.sent, exc.rcvd
         if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
             self._on_too_large(self.subscriber)
+        code = rcvd.code if rcvd is not None else (sent.code if sent is not None else 1006)
+        self.last_close = int(code)
         if self._closing or self._cycling:
             return
-        code = rcvd.code if rcvd is not None else (sent.code if sent is not None else 1006)
         reason = (rcvd.reason if rcvd is not None else "") or ""
         _drops(
             logging.WARNING,
@@ -278,6 +289,11 @@ class SubscriberSocket:
             pass
         finally:
             self._sleeping = None
+
+    def wake(self) -> None:
+        """A new API key is known: a socket waiting out a 401/403 tries again now."""
+        if self._refused and self._sleeping is not None and not self._sleeping.done():
+            self._sleeping.set_result(None)
 
     async def cycle(self, timeout: float) -> bool:
         """Close the open connection and reconnect at once (a new API key); True when it

@@ -31,6 +31,7 @@ from websockets.http11 import Request, Response
 
 from producer.logs import ScrubFilter
 from producer.simulator.calls import CallFactory, Frame, Quirks, Script, click2call_reply
+from producer.simulator.rest import CallLog, RestServer
 
 log = logging.getLogger("producer.simulator")
 _ws_log = logging.getLogger("producer.simulator.ws")
@@ -106,6 +107,17 @@ class PhonetSimulator:
         self._server: Server | None = None
         self._traffic: asyncio.Task[None] | None = None
         self._plays: set[asyncio.Task[None]] = set()
+        self.calls = CallLog()
+        """Every call the PBX placed (delivered or missed): the REST API's history."""
+        self.staff: list[dict[str, Any]] | None = None
+        """The REST API's employee list; default: one per known subscriber."""
+        self.rest = RestServer(
+            domain=domain,
+            api_key=lambda: self.api_key,
+            employees=self.employees,
+            calls=self.calls,
+            host=host,
+        )
 
     # --- lifecycle --------------------------------------------------------------------
     @property
@@ -127,6 +139,7 @@ class PhonetSimulator:
             logger=_ws_log,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        await self.rest.start()
         if self.calls_per_second > 0:
             self.start_traffic(self.calls_per_second)
 
@@ -141,6 +154,7 @@ class PhonetSimulator:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        await self.rest.close()
 
     async def __aenter__(self) -> PhonetSimulator:
         await self.start()
@@ -184,6 +198,29 @@ class PhonetSimulator:
         self.refused[status] += 1
         log.debug("handshake refused", extra={"status": status, "subscriber": subscriber[:80]})
         return connection.respond(status, f"HTTP {status}\n")
+
+    @property
+    def rest_url(self) -> str:
+        """Base URL to put in ``PHONET_REST_URL``."""
+        return self.rest.url
+
+    def employees(self) -> list[dict[str, Any]]:
+        """What ``GET /rest/users`` lists: ``staff`` when set, else the known subscribers
+        (extensions keep their number, e-mails get one from 900)."""
+        if self.staff is not None:
+            return list(self.staff)
+        rows = []
+        for n, subscriber in enumerate(sorted(self.known or ()), start=1):
+            email = "@" in subscriber
+            rows.append(
+                {
+                    "id": n,
+                    "displayName": f"Agent {subscriber}",
+                    "ext": str(900 + n) if email else subscriber,
+                    "email": subscriber if email else f"agent{subscriber}@example.com",
+                }
+            )
+        return rows
 
     def keys_in_use(self) -> collections.Counter[str]:
         """How many open sockets logged in with each API key (``api_key`` may change while
@@ -260,6 +297,8 @@ class PhonetSimulator:
         """Deliver one frame (dict → JSON text, str → text, bytes → binary; ``text=True``
         sends bytes as a text frame unchecked, e.g. invalid UTF-8) to every open socket of
         ``subscriber``; returns how many got it (0: missed, like the real PBX)."""
+        if isinstance(frame, dict):
+            self.calls.record(frame)
         data = _encode(frame)
         conns = list(self._conns.get(subscriber, ()))
         delivered = 0

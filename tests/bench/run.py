@@ -162,7 +162,8 @@ class ProducerProc:
             "METRICS_HOST": "127.0.0.1",
             "METRICS_PORT": str(self.port),
             "LOG_LEVEL": "WARNING",
-            "PHONET_RECONNECT_INITIAL_DELAY": "0.5",
+            "PHONET_CLICK2CALL_RATE_LIMIT": "0",  # commands as fast as they are answered
+            "PHONET_BACKFILL": "off",  # the simulator process serves no REST API
             **self.extra,
         }
         self.log = open(f"/tmp/bench-producer-{self.port}.log", "wb")  # noqa: SIM115, ASYNC230

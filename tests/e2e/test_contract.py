@@ -74,7 +74,7 @@ def address_pattern(channel: str) -> re.Pattern[str]:
 
 
 def channel_of(routing_key: str) -> str:
-    for channel in ("invalidFrames", "click2callOutcomes"):
+    for channel in ("invalidFrames", "click2callOutcomes", "gaps", "historyCalls", "activeCalls"):
         if address_pattern(channel).fullmatch(routing_key):
             return channel
     return "callEvents"
@@ -84,6 +84,9 @@ MESSAGE_OF = {
     "callEvents": "callEvent",
     "invalidFrames": "invalidFrame",
     "click2callOutcomes": "click2callOutcome",
+    "gaps": "gap",
+    "historyCalls": "historyCall",
+    "activeCalls": "activeCall",
 }
 
 

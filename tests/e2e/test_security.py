@@ -197,6 +197,28 @@ async def test_bad_input_gets_an_error_and_nothing_is_dialed(
     assert sim.actions == [("001", {"action": "call", "to": UA})]
 
 
+async def test_reply_to_the_command_queue_is_refused_and_never_loops(
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    rpc: RpcClient,
+    collector: Collector,
+    command_queue: str,
+) -> None:
+    """A command whose reply_to is the command queue would have its reply delivered as a
+    command (and dialed): it is refused, and nothing is published to that queue."""
+    await start_producer()
+    await sim.wait_connected(SUBSCRIBERS)
+    await rpc.channel.default_exchange.publish(
+        aio_pika.Message(b'{"subscriber":"001","to":"380991234567"}', reply_to=command_queue),
+        routing_key=command_queue,
+    )
+    (outcome,) = await collector.wait_count(1)
+    assert outcome.json["message"] == "invalid command: reply_to is the command queue"
+    await asyncio.sleep(0.5)  # nothing else comes: no reply turned into a command
+    assert len(collector.messages) == 1
+    assert sim.actions == []
+
+
 # --- API key rotation -------------------------------------------------------------------
 
 
@@ -236,6 +258,34 @@ async def test_a_rotated_key_file_cycles_the_sockets_gradually(
 
     assert await sim.send("001", call()) == 1
     await collector.wait_for(lambda ms: any(m.routing_key == "call.dial.001" for m in ms))
+
+
+async def test_a_key_the_pbx_refuses_costs_one_socket_one_reconnect(
+    sim: PhonetSimulator, start_producer: StartProducer, tmp_path: Path
+) -> None:
+    """A mistyped Secret: the first socket reopened with it (the canary) is refused, the
+    previous key comes back, and no other socket is touched."""
+    key_file = tmp_path / "api-key"
+    key_file.write_text(sim.api_key)
+    sim.known = None
+    subscribers = [f"{n:03d}" for n in range(1, 11)]
+    producer = await start_producer(
+        ",".join(subscribers),
+        phonet_api_key=None,
+        phonet_api_key_file=key_file,
+        phonet_api_key_check_interval=0.1,
+    )
+    await sim.wait_connected(subscribers)
+    before = collections.Counter(sim.handshakes)
+    key_file.write_text("not-the-key")
+    await until(lambda: sim.refused[403] >= 1, what="the canary refused")
+    await sim.wait_connected(subscribers)  # the canary is back on the previous key
+    await asyncio.sleep(1.0)  # more looks at the file: it is not tried again
+    assert sim.refused[403] == 1
+    cycled = {s for s in subscribers if sim.handshakes[s] != before[s]}
+    assert len(cycled) == 1
+    assert sim.keys_in_use() == collections.Counter({sim.api_key: len(subscribers)})
+    assert producer.api_key.key == sim.api_key
 
 
 async def test_a_refused_handshake_rereads_the_key_file(

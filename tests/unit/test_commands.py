@@ -143,6 +143,18 @@ def test_valid_command() -> None:
             "invalid command: 'to' is not a phone number",
             id="bad-to-before-unknown",
         ),
+        pytest.param(
+            b'{"event":"error","message":"x","subscriber":"001","to":"380991234567"}',
+            InvalidCommand,
+            "invalid command: this is a reply, not a command",
+            id="a-reply-routed-back",
+        ),
+        pytest.param(
+            b'{"event":"success","subscriber":"001","to":"380991234567","id":"1"}',
+            InvalidCommand,
+            "invalid command: this is a reply, not a command",
+            id="an-outcome-routed-back",
+        ),
     ],
 )
 def test_bad_commands(body: bytes, error: type[Exception], message: str) -> None:

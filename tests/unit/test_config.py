@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from producer.config import Settings, load_settings, mask_url, subscriber_url
+from producer.config import Settings, load_settings
+from producer.config_rules import mask_url, parse_subscribers_text, subscriber_url
 from producer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,8 +93,33 @@ def test_api_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ),
         pytest.param(
             {"PHONET_SUBSCRIBERS": None},
-            "PHONET_SUBSCRIBERS: required (not set)",
+            "PHONET_SUBSCRIBERS: required (a list, `auto`, or PHONET_SUBSCRIBERS_FILE)",
             id="no-subscribers",
+        ),
+        pytest.param(
+            {"PHONET_SUBSCRIBERS_FILE": __file__},
+            "PHONET_SUBSCRIBERS: set PHONET_SUBSCRIBERS or PHONET_SUBSCRIBERS_FILE, not both",
+            id="list-and-file",
+        ),
+        pytest.param(
+            {"PHONET_SUBSCRIBERS": None, "PHONET_SUBSCRIBERS_FILE": "/nonexistent/subs"},
+            "PHONET_SUBSCRIBERS_FILE: cannot read /nonexistent/subs: No such file",
+            id="file-missing",
+        ),
+        pytest.param(
+            {"PHONET_REST_URL": "ftp://x"},
+            "PHONET_REST_URL: must be an http:// or https:// URL",
+            id="rest-url",
+        ),
+        pytest.param(
+            {"PHONET_DISCOVERY_FIELD": "name"},
+            "PHONET_DISCOVERY_FIELD: Input should be 'ext' or 'email'",
+            id="discovery-field",
+        ),
+        pytest.param(
+            {"PHONET_DISCOVERY_INTERVAL": "0"},
+            "PHONET_DISCOVERY_INTERVAL: Input should be greater than 0",
+            id="discovery-interval",
         ),
         pytest.param(
             {"PHONET_SUBSCRIBERS": ""},
@@ -175,6 +201,26 @@ def test_api_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             id="tls-without-amqps",
         ),
         pytest.param(
+            {"AMQP_URL": "amqps://x/", "AMQP_CA_FILE": __file__},
+            "AMQP_CA_FILE: not a PEM CA bundle OpenSSL can load",
+            id="ca-not-pem",
+        ),
+        pytest.param(
+            {"AMQP_URL": "amqps://x/", "AMQP_CERT_FILE": __file__},
+            "AMQP_CERT_FILE: the certificate and its key do not load together",
+            id="cert-not-pem",
+        ),
+        pytest.param(
+            {"PHONET_CLICK2CALL_RATE_LIMIT": "inf"},
+            "PHONET_CLICK2CALL_RATE_LIMIT: Input should be a finite number",
+            id="rate-limit-inf",
+        ),
+        pytest.param(
+            {"AMQP_CA_FILE": "", "METRICS_PORT": "x"},
+            "METRICS_PORT: Input should be a valid integer",
+            id="empty-path-is-unset",
+        ),
+        pytest.param(
             {"AMQP_URL": "amqps://x/", "AMQP_KEY_FILE": __file__},
             "AMQP_KEY_FILE: needs AMQP_CERT_FILE",
             id="key-without-cert",
@@ -200,6 +246,38 @@ def test_bad_setting_gives_one_line_naming_it(
     lines = str(info.value).splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(line), lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "result"),
+    [
+        pytest.param("001\n002\n", ("001", "002"), id="lines"),
+        pytest.param("# team A\n001  # Ivan\n\n  002\n", ("001", "002"), id="comments-blanks"),
+        pytest.param("001\n001\n", "line 2: '001' is listed twice (line 1)", id="twice"),
+        pytest.param("001\n" + "x" * 300 + "\n", "line 2: 'xxxx", id="bad-token"),
+        pytest.param("# nobody\n", "lists no subscriber", id="empty"),
+    ],
+)
+def test_subscribers_file_format(text: str, result: tuple[str, ...] | str) -> None:
+    if isinstance(result, tuple):
+        assert parse_subscribers_text(text) == result
+    else:
+        with pytest.raises(ValueError, match=re.escape(result)):
+            parse_subscribers_text(text)
+
+
+def test_subscribers_auto_and_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    auto = load(monkeypatch, {**GOOD, "PHONET_SUBSCRIBERS": " AUTO "})
+    assert auto.discovery
+    assert auto.subscribers == ()
+    assert auto.rest_base_url == f"https://{GOOD['PHONET_DOMAIN']}"
+    listed = tmp_path / "subscribers"
+    listed.write_text("001\n# later: 003\n002\n")
+    env = {k: v for k, v in GOOD.items() if k != "PHONET_SUBSCRIBERS"}
+    monkeypatch.delenv("PHONET_SUBSCRIBERS")
+    from_file = load(monkeypatch, {**env, "PHONET_SUBSCRIBERS_FILE": str(listed)})
+    assert not from_file.discovery
+    assert from_file.subscribers == ("001", "002")
 
 
 def test_click2call_guards_parse(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,9 +315,9 @@ def test_every_problem_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> N
         load_settings()
     assert str(info.value).splitlines() == [
         "PHONET_DOMAIN: required (not set)",
-        "PHONET_SUBSCRIBERS: required (not set)",
         "AMQP_RECONNECT_MAX_DELAY: Input should be a valid number, unable to parse string as a"
         " number",
+        "PHONET_SUBSCRIBERS: required (a list, `auto`, or PHONET_SUBSCRIBERS_FILE)",
         "PHONET_API_KEY: required (or PHONET_API_KEY_FILE)",
         "PHONET_RECONNECT_MIN_DELAY: must not exceed PHONET_RECONNECT_MAX_DELAY",
     ]

@@ -155,6 +155,7 @@ def test_mask_number(text: object, masked: str | None) -> None:
         pytest.param(None, "billing", "app:billing", id="app-id-marked"),
         pytest.param(None, None, None, id="anonymous"),
         pytest.param("u" * 100, None, "user:" + "u" * 64, id="bounded"),
+        pytest.param(None, "crm\nforged line", "app:crm?forged line", id="no-line-breaks"),
     ],
 )
 def test_sender_of(user_id: str | None, app_id: str | None, sender: str | None) -> None:

@@ -156,16 +156,28 @@ def test_timeout_then_the_late_answer_is_discarded_not_given_to_the_next() -> No
     assert kinds(effects) == ["ack:2"]
 
 
-def test_a_write_that_hangs_times_out_like_an_unanswered_command() -> None:
+@pytest.mark.parametrize("written", [True, False], ids=["written-late", "never-written"])
+def test_a_write_that_hangs_times_out_and_holds_the_line_until_reported(written: bool) -> None:
+    """The caller hears "timeout" at once, but the next command waits until the adapter
+    reports the write: a write that goes out late is answered late, and that answer must
+    not be taken for the next command's (found by the model test below)."""
     b = board()
     b.socket_up("001", 1, 0.0)
     b.deliver(delivery(1), 0.0)
-    assert kinds(b.acked((1, 1), True, 0.0)) == ["send:1@1"]  # never reported sent
+    assert kinds(b.acked((1, 1), True, 0.0)) == ["send:1@1"]  # not reported sent yet
     b.deliver(delivery(2), 0.0)
     assert b.next_deadline() == TIMEOUT
     assert kinds(b.tick(TIMEOUT)) == ["reply:1:timeout"]
-    assert kinds(b.tick(TIMEOUT + GRACE)) == ["ack:2"]
-    assert b.sent((1, 1), True, TIMEOUT + GRACE) == []  # the late report changes nothing
+    assert b.next_deadline() is None  # nothing to time: the report will come
+    assert kinds(b.tick(TIMEOUT + GRACE + 100)) == []
+    later = TIMEOUT + GRACE + 100
+    if written:
+        assert b.sent((1, 1), True, later) == []
+        taken, effects = b.answer("001", 1, None, later + 1)  # its answer: discarded
+        assert taken
+        assert kinds(effects) == ["ack:2"]
+    else:
+        assert kinds(b.sent((1, 1), False, later)) == ["ack:2"]
 
 
 def test_timeout_then_no_late_answer_frees_the_line_after_the_grace() -> None:
