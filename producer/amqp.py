@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from aio_pika.abc import AbstractConnection
 
 from producer import __version__
 from producer.backoff import Backoff
+from producer.config_rules import mask_url
 from producer.errors import BrokerUnavailable
 from producer.logs import BurstLog, safe_error
 from producer.metrics import Metrics
@@ -154,7 +156,6 @@ class BrokerLink:
         self,
         *,
         url: str,
-        safe_url: str,
         exchange: str,
         publisher: Publisher,
         metrics: Metrics,
@@ -163,10 +164,14 @@ class BrokerLink:
         backoff: Backoff | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self._url = url
+        # Several URLs (the nodes of a cluster): start at a random one, so replicas spread,
+        # and move to the next whenever a connection fails or a session is lost.
+        self._urls = [u.strip() for u in url.split(",") if u.strip()]
+        random.shuffle(self._urls)
+        self._index = 0
         self._tls = tls
         self.name = f"phonet-producer@{name or socket.gethostname()}"
-        self.safe_url = safe_url
+        self.safe_urls = [mask_url(u) for u in self._urls]
         self.exchange = exchange
         self.publisher = publisher
         self.metrics = metrics
@@ -198,9 +203,25 @@ class BrokerLink:
         """Ask :meth:`run` to close the connection and return."""
         self._stopping.set()
 
+    @property
+    def _url(self) -> str:
+        return self._urls[self._index]
+
+    @property
+    def safe_url(self) -> str:
+        """The current node's URL, password masked."""
+        return self.safe_urls[self._index]
+
+    def _next_node(self) -> bool:
+        """Move to the next URL; True when a whole round was tried (time to back off)."""
+        self._index = (self._index + 1) % len(self._urls)
+        return self._index == 0
+
     async def run(self) -> None:
         """Connect, run sessions, reconnect with backoff, until :meth:`stop`; then close
-        the connection and return. Cancellation closes the connection and propagates."""
+        the connection and return. With several URLs, a failed connection or a lost
+        session moves to the next node (backing off once a whole round failed).
+        Cancellation closes the connection and propagates."""
         loop = asyncio.get_running_loop()
         first = True
         while not self._stopping.is_set():
@@ -214,7 +235,9 @@ class BrokerLink:
             except asyncio.CancelledError:
                 raise
             except (*_TRANSIENT, ValueError) as exc:
-                await self._sleep(self._connect_failed(exc))
+                delay = self._connect_failed(exc)
+                if self._next_node() or delay >= SLOW_RETRY:
+                    await self._sleep(delay)
                 continue
             self._failing = None
             started = loop.time()
@@ -233,6 +256,8 @@ class BrokerLink:
             finally:
                 await self._end_session(connection, refused=refused)
             self._backoff.session_ended(loop.time() - started)
+            if len(self._urls) > 1:
+                self._next_node()
             if not self._stopping.is_set():
                 await self._sleep(self._backoff.next_delay())
 

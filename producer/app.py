@@ -49,6 +49,7 @@ from producer.phonet import ApiKey, HandshakeGate, SocketOptions, SocketPool, Su
 from producer.publish.pipeline import Pipeline
 from producer.publish.publisher import Publisher
 from producer.publish.spool import Spool
+from producer.replicas.coordinator import Coordinator
 from producer.rest.service import RestService
 
 log = logging.getLogger("producer")
@@ -82,7 +83,6 @@ class Producer:
         self.broker = BrokerLink(
             url=s.amqp_url.get_secret_value(),
             tls=s.amqp_tls(),
-            safe_url=s.safe_amqp_url,
             exchange=s.phonet_exchange,
             publisher=self.publisher,
             metrics=self.metrics,
@@ -116,6 +116,22 @@ class Producer:
         self.gate = HandshakeGate(s.phonet_handshake_concurrency, s.phonet_handshake_rate)
         self.sockets = SocketPool(self._socket_for, self.metrics)
         self.click2call = Click2Call(s, self.sockets, self.publisher, self.metrics)
+        self.known: frozenset[str] = frozenset(s.subscribers)
+        self.coordinator = Coordinator(
+            s.replica_id,
+            s.phonet_exchange,
+            hold=self._hold,
+            publish=self.publisher.put,
+            metrics=self.metrics.replicas,
+            standby=s.phonet_standby == "hot",
+            window=s.phonet_standby_window,
+            grace=s.phonet_handover_grace,
+            interval=s.phonet_presence_interval,
+            timeout=s.phonet_presence_timeout,
+        )
+        self.broker.session_hooks.append(self.coordinator.presence.session)
+        self.click2call.known = lambda: self.known
+        self.click2call.mine = self.coordinator.owns
         self.rest = RestService(
             s, self.publisher, self.metrics.rest, self.api_key, self.set_subscribers
         )
@@ -159,16 +175,24 @@ class Producer:
         self.rest.socket_state(subscriber, up, sock.last_close if sock is not None else None)
 
     async def set_subscribers(self, wanted: tuple[str, ...]) -> None:
+        """The configured subscribers are now ``wanted``; this replica holds its share of
+        them (all of them when it runs alone). Click2call's "unknown subscriber" follows."""
+        self.known = frozenset(wanted)
+        self.click2call.policy.rate.forget(wanted)
+        await self.coordinator.set_universe(wanted)
+
+    async def _hold(self, wanted: set[str]) -> None:
         """Hold exactly ``wanted``: new sockets open, removed ones close cleanly (what they
-        already delivered is still published). Click2call's "unknown subscriber" follows."""
+        already delivered is still published)."""
         before = set(self.sockets.subscribers)
-        await self.sockets.update(wanted)
-        for subscriber in before - set(wanted):
+        order = [s for s in self.coordinator.universe if s in wanted]
+        await self.sockets.update(order)
+        for subscriber in before - wanted:
             self.rest.removed(subscriber)
-        for subscriber in wanted:
+            self.coordinator.window.forget(subscriber)
+        for subscriber in order:
             if subscriber not in before:
                 self.rest.added(subscriber)
-        self.click2call.policy.rate.forget(wanted)
 
     def on_frame(
         self, subscriber: str, connection: int, payload: bytes, is_text: bool, received: float
@@ -191,6 +215,9 @@ class Producer:
             received=received,
             wall_ms=time.time_ns() // 1_000_000,
         )
+        if not self.coordinator.publishes(subscriber):
+            self.coordinator.keep(subscriber, envelope)  # standing by: held, unpublished
+            return
         if envelope.kind == "invalid":
             self._invalid(subscriber, envelope, payload)
         self.publisher.put(envelope)
@@ -230,7 +257,15 @@ class Producer:
             spool_degraded=self.spool is not None and self.spool.degraded,
             version=__version__,
             replica_id=self.settings.replica_id,
+            amqp_node=self.broker.safe_url if self.broker.connected else "",
             rest=self.rest.status(),
+            replicas={
+                "replicas_seen": len(
+                    self.coordinator.membership.live(asyncio.get_running_loop().time())
+                ),
+                "owned": len(self.coordinator.roles.owned),
+                "standby": len(self.coordinator.roles.standby),
+            },
         )
 
     # --- lifecycle --------------------------------------------------------------------
@@ -256,7 +291,8 @@ class Producer:
         self._lag_task = asyncio.create_task(self._watch_loop(), name="loop-lag")
         if self.settings.phonet_api_key_file is not None:
             self._key_task = asyncio.create_task(self._watch_key(), name="api-key")
-        await self.set_subscribers(self.settings.subscribers)
+        self.known = frozenset(self.settings.subscribers)
+        self.coordinator.start(self.settings.subscribers)
         self.rest.start()
         log.info(
             "producer started",
@@ -366,6 +402,12 @@ class Producer:
             self._key_task.cancel()
             await asyncio.wait([self._key_task])
         await self.rest.close()
+        # Several replicas: hand over first (the others take over while this one still
+        # reads), then stop taking commands.
+        await self.coordinator.leave(
+            min(self.settings.phonet_handover_grace, self.settings.phonet_shutdown_timeout / 4)
+        )
+        await self.coordinator.close()
         await self.click2call.stop(timeout=max(0.0, (deadline - loop.time()) / 2))
         await self.sockets.close(timeout=min(2.0, self.settings.phonet_shutdown_timeout / 4))
         # A command still being acked is answered now that its socket is gone: its reply

@@ -198,6 +198,23 @@ class Settings(BaseSettings):
         max_length=64,
         description="this replica's name in logs, /readyz and the broker (default: host name)",
     )
+    phonet_standby: Literal["hot", "off"] = Field(
+        "hot",
+        description="with several replicas: `hot` (a second replica keeps a socket per"
+        " subscriber too) or `off`",
+    )
+    phonet_standby_window: float = Field(
+        10.0, gt=0, description="seconds of events a standby keeps, published at a takeover"
+    )
+    phonet_handover_grace: float = Field(
+        5.0, ge=0, description="seconds a replica keeps publishing a subscriber it handed over"
+    )
+    phonet_presence_interval: float = Field(
+        0.5, gt=0, description="seconds between a replica's heartbeats"
+    )
+    phonet_presence_timeout: float = Field(
+        2.0, gt=0, description="a replica not heard this long is gone (its share is taken)"
+    )
     metrics_host: str = Field("0.0.0.0", description="address of /metrics /healthz /readyz")
     metrics_port: int = Field(9120, ge=0, le=65535, description="port of the same (0: any free)")
     phonet_metrics_per_subscriber: Literal["connected", "all", "off"] = Field(
@@ -222,6 +239,7 @@ class Settings(BaseSettings):
         "phonet_spool_fsync",
         "phonet_event_loop",
         "phonet_metrics_per_subscriber",
+        "phonet_standby",
         mode="before",
     )
     @classmethod
@@ -325,11 +343,14 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _check_amqp(cls, value: SecretStr) -> SecretStr:
-        parts = urlsplit(value.get_secret_value())
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            # Never echo the URL: it may hold a password.
-            raise ValueError("must be an amqp:// or amqps:// URL with a host")
-        return value
+        urls = [u.strip() for u in value.get_secret_value().split(",")]
+        for position, url in enumerate(urls, start=1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+                # Never echo the URL: it may hold a password.
+                where = f" (URL {position} of {len(urls)})" if len(urls) > 1 else ""
+                raise ValueError(f"must be an amqp:// or amqps:// URL with a host{where}")
+        return SecretStr(",".join(urls))
 
     @field_validator("phonet_exchange", "phonet_click2call_queue")
     @classmethod
@@ -409,7 +430,7 @@ class Settings(BaseSettings):
 
     @property
     def safe_amqp_url(self) -> str:
-        return mask_url(self.amqp_url.get_secret_value())
+        return ",".join(mask_url(u) for u in self.amqp_url.get_secret_value().split(","))
 
 
 def _lenient(data: dict[str, Any], name: str) -> Any:

@@ -127,6 +127,9 @@ def cross_problems(get: Callable[[str], Any]) -> list[str]:
         problem = key_file_problem(key_file)
         if problem:
             problems.append(f"PHONET_API_KEY_FILE: {problem}")
+    interval, timeout = get("phonet_presence_interval"), get("phonet_presence_timeout")
+    if interval is not None and timeout is not None and timeout < 2 * interval:
+        problems.append("PHONET_PRESENCE_TIMEOUT: must be at least twice PHONET_PRESENCE_INTERVAL")
     pairs = (
         ("phonet_reconnect_min_delay", "phonet_reconnect_max_delay", "must not exceed"),
         ("amqp_reconnect_min_delay", "amqp_reconnect_max_delay", "must not exceed"),

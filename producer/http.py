@@ -47,6 +47,10 @@ class Health:
     spool_degraded: bool = False
     version: str = ""
     replica_id: str = ""
+    amqp_node: str = ""
+    """The broker URL (password masked) of the current session, when connected."""
+    replicas: dict[str, Any] | None = None
+    """What this replica owns and stands by for, and how many replicas it hears."""
     rest: dict[str, Any] | None = None
     """Discovery and backfill status (see :meth:`producer.rest.service.RestService.status`)."""
 

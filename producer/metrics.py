@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from producer import __version__
 from producer.events import KNOWN_EVENTS, InvalidReason
+from producer.replicas.metrics import ReplicaMetrics
 from producer.rest.metrics import RestMetrics
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class Metrics:
         self.sockets = SocketsCollector(per_subscriber)
         r.register(self.sockets)
         self.rest = RestMetrics(r)
+        self.replicas = ReplicaMetrics(r)
         self.build_info = Info("phonet_build", "Version of phonet-producer", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
 

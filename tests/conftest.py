@@ -69,7 +69,7 @@ def broker_name(kind: str) -> str:
 class Janitor:
     """Deletes the broker objects a test registered, after the test (whatever happened).
     For each exchange ``X`` it also deletes the queues ``X.click2call`` and ``X.journal``
-    that producers and examples derive from it."""
+    and the exchange ``X.presence`` that producers and examples derive from it."""
 
     def __init__(self, amqp_url: str) -> None:
         self.amqp_url = amqp_url
@@ -77,7 +77,7 @@ class Janitor:
         self.queues: set[str] = set()
 
     def exchange(self, name: str) -> str:
-        self.exchanges.add(name)
+        self.exchanges.update({name, f"{name}.presence"})  # replicas' heartbeats
         self.queues.update({f"{name}.click2call", f"{name}.journal"})
         return name
 

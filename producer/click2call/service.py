@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Hashable
+from collections.abc import Callable, Container, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,7 @@ from producer.phonet import SocketPool
 from producer.publish.publisher import Publisher
 
 log = logging.getLogger("producer.click2call")
+BOUNCE_DELAY = 0.05
 audit = logging.getLogger("producer.audit")
 
 
@@ -100,6 +101,12 @@ class Click2Call:
             allowed_numbers=compile_numbers(s.phonet_click2call_allowed_numbers),
             rate=RateLimiter(s.phonet_click2call_rate_limit),
         )
+        self.known: Callable[[], Container[str]] = lambda: sockets
+        """The configured subscribers (the app's list: with several replicas, more than
+        this replica's sockets)."""
+        self.mine: Callable[[str], bool] = lambda _subscriber: True
+        """Whether this replica owns the subscriber (dials for it); others' commands are
+        handed back to the queue for the owner (see :meth:`handle`)."""
         self._pending: dict[Hashable, Pending] = {}
         self._consuming: tuple[AbstractQueue, str] | None = None
         self._session = 0
@@ -218,6 +225,15 @@ class Click2Call:
         redelivers it; cancelled during the ack: treated as acked, since the ack may have
         reached the broker and the command must not be lost (a redelivery of a dialed
         command is recognised)."""
+        subscriber = fields_of(message.body).get("subscriber")
+        if isinstance(subscriber, str) and subscriber in self.known() and not self.mine(subscriber):
+            # Another replica owns this subscriber's socket: give the command back to the
+            # queue (after a pause: no hot loop while the replicas agree on the owner). It
+            # is neither acked nor answered here; the owner dials it at most once.
+            await asyncio.sleep(BOUNCE_DELAY)
+            with contextlib.suppress(Exception):
+                await message.reject(requeue=True)
+            return
         key = (session, message.delivery_tag)
         pending = Pending(
             message,
@@ -262,7 +278,7 @@ class Click2Call:
             if message.reply_to == s.phonet_click2call_queue:
                 # Its reply would come back as a command (and could be dialed): refuse.
                 raise InvalidCommand("invalid command: reply_to is the command queue")
-            command = parse_command(message.body, self.sockets)
+            command = parse_command(message.body, self.known())
             pending.fields = command_fields(command)
             if fresh_until < now:
                 # Answered "expired" by the switchboard: it takes no rate token.

@@ -222,6 +222,10 @@ class PhonetSimulator:
             )
         return rows
 
+    def sockets_of(self, subscriber: str) -> int:
+        """How many sockets are open for ``subscriber`` (an owner and a standby: two)."""
+        return len(self._conns.get(subscriber, ()))
+
     def keys_in_use(self) -> collections.Counter[str]:
         """How many open sockets logged in with each API key (``api_key`` may change while
         sockets stay open, as a rotated key does at the real PBX)."""

@@ -36,9 +36,7 @@ async def main() -> None:
     metrics = Metrics()
     pipeline = Pipeline(max_events=n + 1, max_bytes=2**40, window=1024)
     publisher = Publisher(pipeline, metrics, publish_timeout=30.0)
-    link = BrokerLink(
-        url=amqp_url, safe_url="", exchange=exchange, publisher=publisher, metrics=metrics
-    )
+    link = BrokerLink(url=amqp_url, exchange=exchange, publisher=publisher, metrics=metrics)
     task = asyncio.create_task(link.run())
     await link.wait_connected(30)
     print("ready", flush=True)

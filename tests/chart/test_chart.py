@@ -237,8 +237,11 @@ def test_pod_is_locked_down(values: dict[str, Any]) -> None:
 def test_probes_ports_and_rollout(values: dict[str, Any]) -> None:
     kinds = render(values)
     deployment = one(kinds, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == values.get("replicaCount", 1)
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     c = container(kinds)
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
@@ -322,6 +325,23 @@ def test_network_policy_admits_only_the_scraper_and_the_kubelet() -> None:
     assert closed["spec"]["ingress"] == []
 
 
+def test_several_replicas_spread_and_keep_one_running() -> None:
+    one_replica = render(INLINE)
+    assert (
+        "topologySpreadConstraints"
+        not in one(one_replica, "Deployment")["spec"]["template"]["spec"]
+    )
+    assert "PodDisruptionBudget" not in one_replica
+    kinds = render({**INLINE, "replicaCount": 3})
+    spec = one(kinds, "Deployment")["spec"]
+    assert spec["replicas"] == 3
+    (spread,) = spec["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    assert one(kinds, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert settings_map(kinds)["PHONET_STANDBY"] == "hot"
+
+
 def test_spool_on_a_kept_claim() -> None:
     kinds = render(PRODUCTION)
     claim = one(kinds, "PersistentVolumeClaim")
@@ -362,7 +382,7 @@ def test_notes_say_what_is_missing() -> None:
         pytest.param({"phonet": {"domian": "x"}}, "domian", id="unknown-nested-key"),
         pytest.param({"replicas": 1}, "replicas", id="unknown-top-level-key"),
         pytest.param({"replicaCount": "one"}, "replicaCount", id="wrong-type"),
-        pytest.param({"replicaCount": 2}, "replicaCount", id="two-replicas"),
+        pytest.param({"standby": "warm"}, "standby", id="standby-enum"),
         pytest.param({"logLevel": "LOUD"}, "logLevel", id="enum"),
         pytest.param({"phonet": {"subscribers": ["001,002"]}}, "subscribers", id="comma-in-item"),
         pytest.param({"amqp": {"url": "http://x"}}, "url", id="not-amqp"),

@@ -23,8 +23,11 @@ from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.e2e.test_pipeline import call
 from tests.support import Collector, RpcClient
 
-README_PRODUCER = (r"^phonet\.(events|click2call)$", r"^(phonet\.events|amq\.default)$",
-                   r"^phonet\.click2call$")  # fmt: skip
+README_PRODUCER = (
+    r"^(phonet\.events(\.presence)?|phonet\.click2call|amq\.gen-.*)$",
+    r"^(phonet\.events(\.presence)?|amq\.default|amq\.gen-.*)$",
+    r"^(phonet\.click2call|phonet\.events\.presence|amq\.gen-.*)$",
+)
 """The README's producer line, for the default names (checked against the README below)."""
 
 

@@ -379,7 +379,7 @@ async def test_pool_grows_and_shrinks_at_runtime(
 ) -> None:
     producer = await start_producer(subscribers="001")
     await sim.wait_connected(["001"])
-    await producer.sockets.update(["002", EMAIL])
+    await producer.set_subscribers(("002", EMAIL))
     await sim.wait_connected(["002", EMAIL])
     await sim.wait_disconnected(["001"])
     assert sorted(producer.sockets.subscribers) == ["002", EMAIL]

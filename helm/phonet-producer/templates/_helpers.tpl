@@ -91,6 +91,7 @@ METRICS_PORT: "9120"
 LOG_LEVEL: {{ .Values.logLevel | quote }}
 LOG_FORMAT: {{ .Values.logFormat | quote }}
 PHONET_SHUTDOWN_TIMEOUT: {{ .Values.shutdownTimeout | quote }}
+PHONET_STANDBY: {{ .Values.standby | quote }}
 PHONET_CLICK2CALL_ALLOWED_USERS: {{ join "," .Values.click2call.allowedUsers | quote }}
 PHONET_CLICK2CALL_ALLOWED_NUMBERS: {{ .Values.click2call.allowedNumbers | quote }}
 PHONET_CLICK2CALL_RATE_LIMIT: {{ .Values.click2call.rateLimit | quote }}

@@ -1,0 +1,224 @@
+"""Several replicas on one broker, end to end: one owner per subscriber (no duplicate in
+steady state), a hot standby that loses nothing when the owner is killed, a rolling
+SIGTERM, a replica joining, and click2call across replicas. Asserted by event uuid."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import signal
+from urllib.parse import urlsplit
+
+from producer.app import Producer
+from producer.simulator import PhonetSimulator
+from tests.e2e.conftest import StartProducer
+from tests.e2e.test_pipeline import call
+from tests.proxy import TcpProxy
+from tests.support import Collector, RpcClient, Service, http_get, service_env, until
+
+SUBS = [f"{n:03d}" for n in range(1, 13)]
+uuids = itertools.count()
+
+
+def owners(producers: list[Producer]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = collections.defaultdict(list)
+    for producer in producers:
+        for subscriber in producer.coordinator.roles.owned:
+            found[subscriber].append(producer.settings.replica_id)
+    return found
+
+
+async def settled(sim: PhonetSimulator, producers: list[Producer], standby: int = 1) -> None:
+    """Every subscriber has one owner and, with hot standby, a second socket."""
+    await until(
+        lambda: (
+            all(len(owners(producers).get(s, [])) == 1 for s in SUBS)
+            and all(sim.sockets_of(s) == 1 + standby for s in SUBS)
+        ),
+        timeout=15,
+        what="one owner per subscriber, standby sockets up",
+    )
+
+
+async def traffic(sim: PhonetSimulator, sent: list[str], stop: asyncio.Event) -> None:
+    """An event for each subscriber in turn every 5 ms until ``stop``; ``sent`` gets the
+    uuid of each event the PBX delivered to at least one socket."""
+    for subscriber in itertools.cycle(SUBS):
+        if stop.is_set():
+            return
+        uuid = f"u{next(uuids)}"
+        if await sim.send(subscriber, call(uuid=uuid)):
+            sent.append(uuid)
+        await asyncio.sleep(0.005)
+
+
+def published(collector: Collector) -> collections.Counter[str]:
+    return collections.Counter(
+        m.headers["uuid"] for m in collector.messages if m.routing_key.startswith("call.")
+    )
+
+
+async def test_three_replicas_share_the_subscribers_without_duplicates(
+    sim: PhonetSimulator, start_producer: StartProducer, collector: Collector
+) -> None:
+    sim.known = None
+    producers = [await start_producer(",".join(SUBS), phonet_replica_id=f"r{n}") for n in range(3)]
+    await settled(sim, producers)
+    shares = [len(p.coordinator.roles.owned) for p in producers]
+    assert sum(shares) == len(SUBS)
+    assert all(n >= 1 for n in shares), shares  # spread (12 over 3 by rendezvous hashing)
+    sent = [f"steady-{s}" for s in SUBS]
+    for subscriber, uuid in zip(SUBS, sent, strict=True):
+        assert await sim.send(subscriber, call(uuid=uuid)) == 2  # owner and standby
+    await collector.wait_for(lambda ms: set(sent) <= set(published(collector)))
+    await asyncio.sleep(0.5)
+    assert published(collector) == collections.Counter(sent)  # each exactly once
+
+
+async def test_a_joining_replica_takes_its_share_and_nothing_is_lost(
+    sim: PhonetSimulator, start_producer: StartProducer, collector: Collector
+) -> None:
+    sim.known = None
+    first = await start_producer(",".join(SUBS), phonet_replica_id="r1")
+    await settled(sim, [first], standby=0)
+    sent: list[str] = []
+    stop = asyncio.Event()
+    sender = asyncio.create_task(traffic(sim, sent, stop))
+    await asyncio.sleep(0.3)
+    second = await start_producer(",".join(SUBS), phonet_replica_id="r2")
+    await settled(sim, [first, second])
+    await asyncio.sleep(0.5)
+    stop.set()
+    await sender
+    await collector.wait_for(lambda ms: set(sent) <= set(published(collector)), timeout=15)
+    assert 0 < len(second.coordinator.roles.owned) < len(SUBS)
+    # After the handover grace, no duplicates any more.
+    await asyncio.sleep(second.settings.phonet_handover_grace + 0.5)
+    late = [f"late-{s}" for s in SUBS]
+    for subscriber, uuid in zip(SUBS, late, strict=True):
+        await sim.send(subscriber, call(uuid=uuid))
+    await collector.wait_for(lambda ms: set(late) <= set(published(collector)))
+    await asyncio.sleep(0.5)
+    assert all(published(collector)[u] == 1 for u in late)
+
+
+async def test_click2call_is_dialed_once_by_the_owner_across_replicas(
+    sim: PhonetSimulator, start_producer: StartProducer, rpc: RpcClient
+) -> None:
+    sim.known = None
+    producers = [await start_producer(",".join(SUBS), phonet_replica_id=f"r{n}") for n in range(3)]
+    await settled(sim, producers)
+    replies = await asyncio.gather(
+        *(rpc.call({"subscriber": s, "to": "380991234567", "id": s}, timeout=20) for s in SUBS)
+    )
+    assert [r.json["event"] for r in replies] == ["success"] * len(SUBS)
+    assert collections.Counter(s for s, _ in sim.actions) == collections.Counter(SUBS)
+
+
+async def replica_services(
+    sim: PhonetSimulator, amqp_url: str, exchange: str, services: list[Service], n: int
+) -> list[Service]:
+    started = []
+    for i in range(n):
+        env = service_env(
+            sim,
+            amqp_url,
+            exchange,
+            PHONET_SUBSCRIBERS=",".join(SUBS),
+            PHONET_REPLICA_ID=f"p{i}",
+            PHONET_RECONNECT_MIN_DELAY="0.05",
+            PHONET_RECONNECT_MAX_DELAY="0.5",
+            PHONET_HEALTHY_AFTER="0.5",
+            PHONET_SHUTDOWN_TIMEOUT="4",
+            PHONET_HANDOVER_GRACE="1",
+        )
+        service = await Service(env).start()
+        services.append(service)
+        started.append(service)
+    return started
+
+
+async def test_killing_an_owner_loses_no_event(
+    sim: PhonetSimulator,
+    amqp_url: str,
+    exchange_name: str,
+    services: list[Service],
+    collector: Collector,
+) -> None:
+    sim.known = None
+    replicas = await replica_services(sim, amqp_url, exchange_name, services, 3)
+    await until(lambda: all(sim.sockets_of(s) == 2 for s in SUBS), timeout=20, what="hot")
+    await asyncio.sleep(0.5)
+    sent: list[str] = []
+    stop = asyncio.Event()
+    sender = asyncio.create_task(traffic(sim, sent, stop))
+    await asyncio.sleep(1.0)
+    replicas[0].proc.send_signal(signal.SIGKILL)  # kill -9 of an owner, under traffic
+    await replicas[0].proc.wait()
+    await until(lambda: all(sim.sockets_of(s) >= 1 for s in SUBS), timeout=10, what="owned")
+    await asyncio.sleep(2.0)
+    stop.set()
+    await sender
+    await collector.wait_for(lambda ms: set(sent) <= set(published(collector)), timeout=20)
+    counts = published(collector)
+    duplicated = sum(1 for u in sent if counts[u] > 1)
+    assert duplicated < len(sent) / 2  # duplicates around the takeover only
+
+
+async def test_a_rolling_sigterm_loses_no_event(
+    sim: PhonetSimulator,
+    amqp_url: str,
+    exchange_name: str,
+    services: list[Service],
+    collector: Collector,
+) -> None:
+    sim.known = None
+    replicas = await replica_services(sim, amqp_url, exchange_name, services, 2)
+    await until(lambda: all(sim.sockets_of(s) == 2 for s in SUBS), timeout=20, what="hot")
+    await asyncio.sleep(0.5)
+    sent: list[str] = []
+    stop = asyncio.Event()
+    sender = asyncio.create_task(traffic(sim, sent, stop))
+    await asyncio.sleep(1.0)
+    replicas[0].proc.send_signal(signal.SIGTERM)
+    assert await replicas[0].wait(timeout=15) == 0
+    replacement = (await replica_services(sim, amqp_url, exchange_name, services, 1))[0]
+    await until(lambda: all(sim.sockets_of(s) == 2 for s in SUBS), timeout=20, what="back")
+    await asyncio.sleep(1.0)
+    stop.set()
+    await sender
+    await collector.wait_for(lambda ms: set(sent) <= set(published(collector)), timeout=20)
+    assert replacement.proc.returncode is None
+
+
+async def test_several_broker_urls_fail_over(
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    collector: Collector,
+    amqp_url: str,
+) -> None:
+    """Two "nodes" (two TCP proxies in front of the one broker): cutting the one in use
+    moves the producer to the other, and nothing received meanwhile is lost."""
+    parts = urlsplit(amqp_url)
+    proxies = [
+        await TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start() for _ in range(2)
+    ]
+    try:
+        urls = ",".join(proxy.url(amqp_url) for proxy in proxies)
+        producer = await start_producer(amqp_url=urls)
+        await sim.wait_connected(["001"])
+        used = next(p for p in proxies if p.accepted)
+        other = next(p for p in proxies if p is not used)
+        _, _, raw = await http_get(producer.http.port, "/readyz")
+        assert f"127.0.0.1:{used.port}".encode() in raw  # which node, masked
+        assert b"guest:guest" not in raw
+        await used.cut()
+        sent = [f"failover-{n}" for n in range(20)]
+        for uuid in sent:
+            await sim.send("001", call(uuid=uuid))
+        await collector.wait_for(lambda ms: set(sent) <= set(published(collector)), timeout=20)
+        assert other.accepted >= 1
+    finally:
+        for proxy in proxies:
+            await proxy.close()
