@@ -219,8 +219,9 @@ class BrokerLink:
 
     async def run(self) -> None:
         """Connect, run sessions, reconnect with backoff, until :meth:`stop`; then close
-        the connection and return. With several URLs, a failed connection or a lost
-        session moves to the next node (backing off once a whole round failed).
+        the connection and return. With several URLs, a failed connection moves to the
+        next node (backing off once a whole round failed); a lost session retries its node
+        first.
         Cancellation closes the connection and propagates."""
         loop = asyncio.get_running_loop()
         first = True
@@ -236,7 +237,7 @@ class BrokerLink:
                 raise
             except (*_TRANSIENT, ValueError) as exc:
                 delay = self._connect_failed(exc)
-                if self._next_node() or delay >= SLOW_RETRY:
+                if self._next_node():  # a whole round failed (or one URL): back off
                     await self._sleep(delay)
                 continue
             self._failing = None
@@ -256,8 +257,7 @@ class BrokerLink:
             finally:
                 await self._end_session(connection, refused=refused)
             self._backoff.session_ended(loop.time() - started)
-            if len(self._urls) > 1:
-                self._next_node()
+            # A lost session retries the same node first: it was good a moment ago.
             if not self._stopping.is_set():
                 await self._sleep(self._backoff.next_delay())
 

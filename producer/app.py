@@ -132,6 +132,10 @@ class Producer:
         self.broker.session_hooks.append(self.coordinator.presence.session)
         self.click2call.known = lambda: self.known
         self.click2call.mine = self.coordinator.owns
+        self.click2call.ready = self.coordinator.wait_assigned
+        self.coordinator.presence.is_warm = lambda: (
+            self.sockets.connected_count == len(self.sockets)
+        )
         self.rest = RestService(
             s, self.publisher, self.metrics.rest, self.api_key, self.set_subscribers
         )
@@ -172,7 +176,10 @@ class Producer:
             self.gc_policy.socket_changed(asyncio.get_running_loop().time(), closed=not up)
         self.click2call.socket_state(subscriber, connection, up)
         sock = self.sockets.get(subscriber)
-        self.rest.socket_state(subscriber, up, sock.last_close if sock is not None else None)
+        code = sock.last_close if sock is not None else None
+        # Gaps are the publishing replica's to report: a standby's reconnect is no gap in
+        # the published stream.
+        self.rest.socket_state(subscriber, up, code, self.coordinator.publishes(subscriber))
 
     async def set_subscribers(self, wanted: tuple[str, ...]) -> None:
         """The configured subscribers are now ``wanted``; this replica holds its share of
@@ -181,11 +188,11 @@ class Producer:
         self.click2call.policy.rate.forget(wanted)
         await self.coordinator.set_universe(wanted)
 
-    async def _hold(self, wanted: set[str]) -> None:
-        """Hold exactly ``wanted``: new sockets open, removed ones close cleanly (what they
-        already delivered is still published)."""
+    async def _hold(self, order: list[str]) -> None:
+        """Hold exactly these sockets, opened in this order: new ones open, removed ones
+        close cleanly (what they already delivered is still published)."""
+        wanted = set(order)
         before = set(self.sockets.subscribers)
-        order = [s for s in self.coordinator.universe if s in wanted]
         await self.sockets.update(order)
         for subscriber in before - wanted:
             self.rest.removed(subscriber)

@@ -326,6 +326,9 @@ class Settings(BaseSettings):
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+            # The login sends the API key in the body: only over TLS, or on this machine.
+            raise ValueError("must be https:// (http:// only for localhost)")
         return value.strip().rstrip("/")
 
     @field_validator("phonet_url")

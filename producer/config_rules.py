@@ -130,6 +130,14 @@ def cross_problems(get: Callable[[str], Any]) -> list[str]:
     interval, timeout = get("phonet_presence_interval"), get("phonet_presence_timeout")
     if interval is not None and timeout is not None and timeout < 2 * interval:
         problems.append("PHONET_PRESENCE_TIMEOUT: must be at least twice PHONET_PRESENCE_INTERVAL")
+    window = get("phonet_standby_window")
+    if None not in (window, interval, timeout) and window < 2 * (interval + timeout):
+        # A takeover is noticed after timeout + interval; the window must still hold what
+        # the dead owner had not got confirmed by then.
+        problems.append(
+            "PHONET_STANDBY_WINDOW: must be at least twice PHONET_PRESENCE_TIMEOUT +"
+            " PHONET_PRESENCE_INTERVAL"
+        )
     pairs = (
         ("phonet_reconnect_min_delay", "phonet_reconnect_max_delay", "must not exceed"),
         ("amqp_reconnect_min_delay", "amqp_reconnect_max_delay", "must not exceed"),

@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Container, Hashable
+from collections.abc import Awaitable, Callable, Container, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +107,8 @@ class Click2Call:
         self.mine: Callable[[str], bool] = lambda _subscriber: True
         """Whether this replica owns the subscriber (dials for it); others' commands are
         handed back to the queue for the owner (see :meth:`handle`)."""
+        self.ready: Callable[[], Awaitable[None]] = _at_once
+        """Returns once this replica knows what it owns (commands wait in the queue)."""
         self._pending: dict[Hashable, Pending] = {}
         self._consuming: tuple[AbstractQueue, str] | None = None
         self._session = 0
@@ -149,6 +151,7 @@ class Click2Call:
         this session not yet being acked are abandoned when it ends (redelivered)."""
         if self.board.stopping:
             await asyncio.Event().wait()  # shutting down: hold the session, consume nothing
+        await self.ready()  # the replicas' roles first: no command bounces meanwhile
         self._ensure_timer()
         self._session += 1
         session = self._session
@@ -437,6 +440,10 @@ def partial_handle(service: Click2Call, session: int) -> Any:
         await service.handle(session, message)
 
     return on_message
+
+
+async def _at_once() -> None:
+    return None
 
 
 def _now() -> float:

@@ -23,14 +23,16 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from producer.envelope import Envelope
-from producer.replicas.membership import Membership, Role, Roles
+from producer.replicas.membership import Membership, Role, Roles, ranking
 from producer.replicas.metrics import ReplicaMetrics
 from producer.replicas.presence import Presence
 from producer.replicas.standby import StandbyWindow
 
 log = logging.getLogger("producer.replicas")
 
-Hold = Callable[[set[str]], Awaitable[None]]
+Hold = Callable[[list[str]], Awaitable[None]]
+HANDOVER_CAP = 120.0
+"""Seconds a handover waits beyond the grace for the new owner to say it is warm."""
 
 
 class Coordinator:
@@ -60,7 +62,13 @@ class Coordinator:
         self.metrics = metrics
         self.universe: tuple[str, ...] = ()
         self.roles = Roles()
-        self._handing: dict[str, float] = {}  # subscriber → publish until (monotonic)
+        self._handing: dict[str, tuple[float, str]] = {}
+        """Subscriber → (publish at least until, monotonic; the new owner): kept until the
+        new owner says its sockets are up (at most HANDOVER_CAP more)."""
+        self._recompute = True
+        self._live: frozenset[str] = frozenset()
+        self._assigned = False
+        self._first_roles = asyncio.Event()
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
@@ -75,6 +83,15 @@ class Coordinator:
 
     def owns(self, subscriber: str) -> bool:
         return self.roles.of.get(subscriber) is Role.OWNER
+
+    @property
+    def assigned(self) -> bool:
+        """True once the first roles were applied (before, this replica holds nothing)."""
+        return self._assigned
+
+    async def wait_assigned(self) -> None:
+        """Return once the first roles are applied. Cancellation propagates."""
+        await self._first_roles.wait()
 
     def keep(self, subscriber: str, envelope: Envelope) -> None:
         """A standby subscriber's event: into the window, unpublished."""
@@ -97,6 +114,7 @@ class Coordinator:
     def changed(self) -> None:
         """The live set or the subscribers may have changed: recompute soon."""
         self._settled.clear()
+        self._recompute = True
         self._dirty.set()
 
     async def settled(self, timeout: float = 10.0) -> None:
@@ -106,11 +124,22 @@ class Coordinator:
                 await self._settled.wait()
 
     async def leave(self, budget: float) -> None:
-        """SIGTERM: say so, let the others take over, keep reading ``budget`` seconds."""
+        """SIGTERM: say so, and keep reading (and publishing) until the replicas taking
+        over say their sockets are up, or ``budget`` seconds."""
         self.membership.me_leaving = True
+        self.changed()
         await self.presence.beat()
-        if len(self.membership.live(_now()) | {self.membership.me}) > 1 and budget > 0:
-            await asyncio.sleep(budget)
+        if budget <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(budget):
+                await self.settled(budget)  # every subscriber is being handed over
+                # Give the others a heartbeat or two to hear it and take over.
+                await asyncio.sleep(2 * self.presence.interval)
+                while self._handing and self.presence.connected:
+                    if all(self.membership.warm(o) for _, o in self._handing.values()):
+                        return
+                    await asyncio.sleep(self.presence.interval)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -120,7 +149,8 @@ class Coordinator:
 
     # --- the work ---------------------------------------------------------------------
     async def _run(self) -> None:
-        """Until cancelled: apply changes, and expire handovers and the window."""
+        """Until cancelled: apply changes when something changed; otherwise, twice a
+        second, only end handovers and age the window (cheap at 10,000 subscribers)."""
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
@@ -130,28 +160,32 @@ class Coordinator:
                 await self._apply()
             except Exception:  # keep coordinating: a bug must not freeze the roles
                 log.exception("applying replica roles failed")
-            if self.roles.of or not self.universe:
+            if self._assigned or not self.universe:
                 self._settled.set()
 
     def _ready(self, now: float) -> bool:
+        """Heard long enough to know the others: one timeout into the current session
+        (also after a reconnect, when the old heartbeats are stale)."""
         presence = self.presence
-        if presence.connected and now - presence.since >= self.membership.timeout:
-            return True
-        return now - self._started >= self.startup_limit
+        if presence.connected:
+            return now - presence.since >= self.membership.timeout
+        return not self._assigned and now - self._started >= self.startup_limit
 
     async def _apply(self) -> None:
         now = _now()
         live = self.membership.live(now)
-        if not self.roles.of and not self._ready(now):
-            return  # listening for the other replicas before taking anything
-        if self.presence.connected or not self.roles.of:
-            # Without a broker session nobody is heard: keep the last roles rather than
-            # take every subscriber (the first assignment, alone, is the exception).
+        if self._ready(now) and (self._recompute or live != self._live):
+            # Without a session, or just after one opened, nobody is heard (yet): the last
+            # roles stay rather than this replica taking every subscriber; alone at start
+            # (no broker), it acts alone after startup_limit.
+            self._recompute, self._live = False, live
             self.presence.remember(live)
             before, self.roles = (
                 self.roles,
                 self.membership.assign(self.universe, now, standby=self.hot),
             )
+            self._assigned = True
+            self._first_roles.set()
             taken, handed = self.roles.changes(before)
             for subscriber in sorted(taken):
                 replay = self.window.take(subscriber, now)
@@ -159,8 +193,12 @@ class Coordinator:
                     self.publish(envelope)
                 self.metrics.takeovers.inc()
                 self.metrics.replayed.inc(len(replay))
-            for subscriber in handed:
-                self._handing[subscriber] = now + self.grace
+            universe = set(self.universe)
+            for subscriber in handed & universe:  # a removed subscriber is just closed
+                ranked = ranking(live, subscriber)
+                self._handing[subscriber] = (now + self.grace, ranked[0] if ranked else "")
+            for subscriber in self.roles.owned:
+                self.window.forget(subscriber)
             if taken or handed or before.of.keys() != self.roles.of.keys():
                 log.info(
                     "replica roles",
@@ -172,16 +210,31 @@ class Coordinator:
                         "handed_over": len(handed),
                     },
                 )
-        for subscriber, until in list(self._handing.items()):
-            if now >= until or self.owns(subscriber):
-                del self._handing[subscriber]
-        for subscriber in self.roles.owned:
-            self.window.forget(subscriber)
+            await self._hold()
+        ended = [
+            s
+            for s, (until, owner) in self._handing.items()
+            if self.owns(s)
+            or (now >= until and self.membership.warm(owner))
+            or now >= until + HANDOVER_CAP
+        ]
+        for subscriber in ended:
+            del self._handing[subscriber]
+        if ended:
+            await self._hold()
         self.window.expire(now)
         self.metrics.owned.set(len(self.roles.owned))
         self.metrics.standby.set(len(self.roles.standby))
         self.metrics.replicas.set(len(live))
-        await self.hold(set(self.roles.of) | set(self._handing))
+
+    async def _hold(self) -> None:
+        """The sockets to hold: owned first (they open first), then standby, then those
+        still being handed over."""
+        owned, standby = self.roles.owned, self.roles.standby
+        order = [s for s in self.universe if s in owned]
+        order += [s for s in self.universe if s in standby]
+        order += [s for s in self._handing if s not in owned and s not in standby]
+        await self.hold(order)
 
 
 def _now() -> float:

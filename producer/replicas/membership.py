@@ -71,21 +71,27 @@ class Membership:
         self.me = me
         self.timeout = timeout
         self._last: dict[str, float] = {}
-        self.leaving: set[str] = set()
+        self._warm: dict[str, bool] = {}
         self.me_leaving = False
 
-    def heard(self, replica: str, now: float, *, leaving: bool = False) -> bool:
-        """A heartbeat from ``replica``. True when the live set changed."""
+    def heard(self, replica: str, now: float, *, leaving: bool = False, warm: bool = True) -> bool:
+        """A heartbeat from ``replica`` (``warm``: every socket it holds is up). True when
+        the live set changed."""
         if replica == self.me:
             return False
         was = self.live(now)
         if leaving:
-            self.leaving.add(replica)
             self._last.pop(replica, None)
+            self._warm.pop(replica, None)
         else:
-            self.leaving.discard(replica)
             self._last[replica] = now
+            self._warm[replica] = warm
         return self.live(now) != was
+
+    def warm(self, replica: str) -> bool:
+        """Whether ``replica`` last said all its sockets were up (a replica no longer
+        heard counts as warm: waiting for it would wait forever)."""
+        return self._warm.get(replica, True)
 
     def live(self, now: float) -> frozenset[str]:
         others = {r for r, t in self._last.items() if now - t <= self.timeout}
@@ -95,6 +101,7 @@ class Membership:
         """Forget replicas not heard for long (keeps the table small)."""
         for replica in [r for r, t in self._last.items() if now - t > 10 * self.timeout]:
             del self._last[replica]
+            self._warm.pop(replica, None)
 
     def assign(self, subscribers: Iterable[str], now: float, *, standby: bool) -> Roles:
         """This replica's roles over ``subscribers`` among the live replicas. With one

@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
+from producer.logs import BurstLog, safe_error
 from producer.replicas.membership import Membership
 
 log = logging.getLogger("producer.replicas")
@@ -46,6 +48,10 @@ class Presence:
         self.membership = membership
         self.on_change = on_change
         self.interval = interval
+        self.is_warm: Callable[[], bool] = lambda: True
+        """Whether every socket this replica holds is up (told in the heartbeat)."""
+        self.instance = secrets.token_hex(4)
+        self._twin_log = BurstLog(log, interval=300.0)
         self.connected = False
         self.since = 0.0
         """When the current session started hearing (monotonic)."""
@@ -54,7 +60,25 @@ class Presence:
         self._now: Callable[[], float] = lambda: asyncio.get_running_loop().time()
 
     async def session(self, connection: AbstractConnection) -> None:
-        """Session hook: heartbeats until the channel closes (or cancellation)."""
+        """Session hook: heartbeats until the channel closes (or cancellation). A failure
+        here (say, a user without rights on the presence exchange) never ends the
+        publishing session: it is logged, and this replica keeps its roles (or acts alone)
+        until the next session."""
+        try:
+            await self._session(connection)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.connected = False
+            log.error(
+                "replica presence unavailable (%s): acting on the last roles; check the"
+                " user's permissions on %s",
+                safe_error(exc),
+                self.exchange,
+            )
+            await asyncio.Event().wait()  # hold the session hook until it is cancelled
+
+    async def _session(self, connection: AbstractConnection) -> None:
         channel = await connection.channel(publisher_confirms=False)
         exchange = await channel.declare_exchange(
             self.exchange, aio_pika.ExchangeType.FANOUT, durable=False
@@ -95,9 +119,18 @@ class Presence:
         try:
             data = orjson.loads(message.body)
             replica, leaving = data["replica"], bool(data.get("leaving"))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            warm, instance = bool(data.get("warm", True)), data.get("instance")
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return
         if not isinstance(replica, str) or not replica or len(replica) > 64:
             return
-        if self.membership.heard(replica, self._now(), leaving=leaving):
+        if replica == self.membership.me and instance != self.instance:
+            self._twin_log(
+                logging.ERROR,
+                "another replica uses PHONET_REPLICA_ID %r: both act as one (give each its"
+                " own id; the default, the host name, is unique per pod)",
+                replica,
+            )
+            return
+        if self.membership.heard(replica, self._now(), leaving=leaving, warm=warm):
             self.on_change()

@@ -120,8 +120,11 @@ class RestService:
         self.book.forget(subscriber)
         self.plan.forget(subscriber)
 
-    def socket_state(self, subscriber: str, up: bool, code: int | None) -> None:
-        """A socket opened or closed: note the gap; when back, publish it and plan its fill."""
+    def socket_state(
+        self, subscriber: str, up: bool, code: int | None, publishing: bool = True
+    ) -> None:
+        """A socket opened or closed: note the gap; when back, publish it and plan its fill
+        (only when this replica publishes the subscriber: a standby's gap is none)."""
         now = _wall_ms()
         if not up:
             self.book.down(subscriber, now, code)
@@ -130,7 +133,7 @@ class RestService:
         gap = self.book.up(subscriber, now)
         if gap is None and added is not None and now - added > FIRST_CONNECT_GRACE_MS:
             gap = Gap(subscriber, added, now, "not connected since start")
-        if gap is not None:
+        if gap is not None and publishing:
             self._gap(gap)
 
     def seen_end(self, subscriber: str, uuid: str) -> None:

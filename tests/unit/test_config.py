@@ -112,6 +112,26 @@ def test_api_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             id="rest-url",
         ),
         pytest.param(
+            {"PHONET_REST_URL": "http://phonet.example.com"},
+            "PHONET_REST_URL: must be https:// (http:// only for localhost)",
+            id="rest-url-plain-http",
+        ),
+        pytest.param(
+            {"PHONET_STANDBY_WINDOW": "3"},
+            "PHONET_STANDBY_WINDOW: must be at least twice PHONET_PRESENCE_TIMEOUT",
+            id="standby-window-short",
+        ),
+        pytest.param(
+            {"PHONET_PRESENCE_TIMEOUT": "0.5"},
+            "PHONET_PRESENCE_TIMEOUT: must be at least twice PHONET_PRESENCE_INTERVAL",
+            id="presence-timeout",
+        ),
+        pytest.param(
+            {"AMQP_URL": "amqp://a/,http://b/"},
+            "AMQP_URL: must be an amqp:// or amqps:// URL with a host (URL 2 of 2)",
+            id="second-amqp-url",
+        ),
+        pytest.param(
             {"PHONET_DISCOVERY_FIELD": "name"},
             "PHONET_DISCOVERY_FIELD: Input should be 'ext' or 'email'",
             id="discovery-field",
