@@ -39,6 +39,10 @@ class SocketPool:
     def subscribers(self) -> list[str]:
         return list(self._sockets)
 
+    def all_up(self) -> bool:
+        """True when every socket is open (stops at the first one that is not)."""
+        return all(s.connected for s in self._sockets.values())
+
     @property
     def connected_count(self) -> int:
         return sum(1 for s in self._sockets.values() if s.connected)

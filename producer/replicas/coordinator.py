@@ -197,8 +197,11 @@ class Coordinator:
             for subscriber in handed & universe:  # a removed subscriber is just closed
                 ranked = ranking(live, subscriber)
                 self._handing[subscriber] = (now + self.grace, ranked[0] if ranked else "")
-            for subscriber in self.roles.owned:
+            owned, standby = self.roles.owned, self.roles.standby
+            for subscriber in owned:
                 self.window.forget(subscriber)
+            self.metrics.owned.set(len(owned))
+            self.metrics.standby.set(len(standby))
             if taken or handed or before.of.keys() != self.roles.of.keys():
                 log.info(
                     "replica roles",
@@ -223,8 +226,6 @@ class Coordinator:
         if ended:
             await self._hold()
         self.window.expire(now)
-        self.metrics.owned.set(len(self.roles.owned))
-        self.metrics.standby.set(len(self.roles.standby))
         self.metrics.replicas.set(len(live))
 
     async def _hold(self) -> None:

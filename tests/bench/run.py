@@ -669,7 +669,7 @@ def render(reports: dict[str, Report], amqp_url: str, quick: bool) -> str:
         "mass drop, all back within 60 s with bounded handshakes; /metrics ≤ 100 ms and ≤ 1 MB",
         "at 10,000 subscribers; an isolated drop reconnects at once (≤ 200 ms).",
     ]
-    order = ["throughput", "latency", "scale", "click2call"]
+    order = ["throughput", "latency", "scale", "click2call", "replicas"]
     reports = {k: reports[k] for k in order if k in reports}
     if "throughput" in reports:
         parts += [
