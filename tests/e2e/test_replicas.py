@@ -10,6 +10,8 @@ import itertools
 import signal
 from urllib.parse import urlsplit
 
+from aio_pika.abc import AbstractConnection
+
 from producer.app import Producer
 from producer.simulator import PhonetSimulator
 from tests.e2e.conftest import StartProducer
@@ -51,6 +53,31 @@ async def traffic(sim: PhonetSimulator, sent: list[str], stop: asyncio.Event) ->
         if await sim.send(subscriber, call(uuid=uuid)):
             sent.append(uuid)
         await asyncio.sleep(0.005)
+
+
+async def dialing(rpc: RpcClient, stop: asyncio.Event) -> dict[str, asyncio.Task[object]]:
+    """A click2call command for each subscriber in turn every 20 ms until ``stop``, each to
+    its own number (the PBX's log tells the dials apart). Returns number → reply task."""
+    replies: dict[str, asyncio.Task[object]] = {}
+    for n, subscriber in enumerate(itertools.cycle(SUBS)):
+        if stop.is_set():
+            return replies
+        to = f"38099{n:07d}"
+        replies[to] = asyncio.create_task(rpc.call({"subscriber": subscriber, "to": to}, 20))
+        await asyncio.sleep(0.02)
+    return replies
+
+
+async def outcomes(
+    sim: PhonetSimulator, replies: dict[str, asyncio.Task[object]]
+) -> tuple[collections.Counter[str], dict[str, str]]:
+    """Dials per number, and each command's reply (``event`` or ``no reply``)."""
+    await asyncio.wait(replies.values())
+    dials = collections.Counter(a["to"] for _, a in sim.actions if isinstance(a, dict))
+    answered = {}
+    for to, task in replies.items():
+        answered[to] = "no reply" if task.exception() else task.result().json["event"]  # type: ignore[attr-defined]
+    return dials, answered
 
 
 def published(collector: Collector) -> collections.Counter[str]:
@@ -145,14 +172,19 @@ async def test_killing_an_owner_loses_no_event(
     exchange_name: str,
     services: list[Service],
     collector: Collector,
+    amqp: AbstractConnection,
 ) -> None:
+    """Events and click2call commands in flight while an owner is killed: every event
+    published, no command dialed twice, a success only for a command dialed once."""
     sim.known = None
     replicas = await replica_services(sim, amqp_url, exchange_name, services, 3)
     await until(lambda: all(sim.sockets_of(s) == 2 for s in SUBS), timeout=20, what="hot")
     await asyncio.sleep(0.5)
+    rpc = await RpcClient(amqp, f"{exchange_name}.click2call").start()
     sent: list[str] = []
     stop = asyncio.Event()
     sender = asyncio.create_task(traffic(sim, sent, stop))
+    commands = asyncio.create_task(dialing(rpc, stop))
     await asyncio.sleep(1.0)
     replicas[0].proc.send_signal(signal.SIGKILL)  # kill -9 of an owner, under traffic
     await replicas[0].proc.wait()
@@ -164,6 +196,14 @@ async def test_killing_an_owner_loses_no_event(
     counts = published(collector)
     duplicated = sum(1 for u in sent if counts[u] > 1)
     assert duplicated < len(sent) / 2  # duplicates around the takeover only
+    dials, answered = await outcomes(sim, await commands)
+    assert len(answered) >= 50
+    assert max(dials.values()) == 1  # never dialed twice
+    for to, event in answered.items():
+        if event == "success":
+            assert dials[to] == 1
+    # Only commands the killed owner had taken can go unanswered (it died holding them).
+    assert list(answered.values()).count("no reply") <= len(answered) / 3
 
 
 async def test_a_rolling_sigterm_loses_no_event(
@@ -172,14 +212,19 @@ async def test_a_rolling_sigterm_loses_no_event(
     exchange_name: str,
     services: list[Service],
     collector: Collector,
+    amqp: AbstractConnection,
 ) -> None:
+    """A rolling restart under events and click2call commands: every event published,
+    every command answered, none dialed twice."""
     sim.known = None
     replicas = await replica_services(sim, amqp_url, exchange_name, services, 2)
     await until(lambda: all(sim.sockets_of(s) == 2 for s in SUBS), timeout=20, what="hot")
     await asyncio.sleep(0.5)
+    rpc = await RpcClient(amqp, f"{exchange_name}.click2call").start()
     sent: list[str] = []
     stop = asyncio.Event()
     sender = asyncio.create_task(traffic(sim, sent, stop))
+    commands = asyncio.create_task(dialing(rpc, stop))
     await asyncio.sleep(1.0)
     replicas[0].proc.send_signal(signal.SIGTERM)
     assert await replicas[0].wait(timeout=15) == 0
@@ -190,6 +235,13 @@ async def test_a_rolling_sigterm_loses_no_event(
     await sender
     await collector.wait_for(lambda ms: set(sent) <= set(published(collector)), timeout=20)
     assert replacement.proc.returncode is None
+    dials, answered = await outcomes(sim, await commands)
+    assert len(answered) >= 50
+    assert "no reply" not in answered.values()  # a graceful handover answers every command
+    assert max(dials.values()) == 1  # never dialed twice
+    for to, event in answered.items():
+        if event == "success":
+            assert dials[to] == 1
 
 
 async def test_several_broker_urls_fail_over(
