@@ -228,7 +228,8 @@ class Click2Call:
         redelivers it; cancelled during the ack: treated as acked, since the ack may have
         reached the broker and the command must not be lost (a redelivery of a dialed
         command is recognised)."""
-        subscriber = fields_of(message.body).get("subscriber")
+        fields = fields_of(message.body)
+        subscriber = fields.get("subscriber")
         if isinstance(subscriber, str) and subscriber in self.known() and not self.mine(subscriber):
             # Another replica owns this subscriber's socket: give the command back to the
             # queue (after a pause: no hot loop while the replicas agree on the owner). It
@@ -241,7 +242,7 @@ class Click2Call:
         pending = Pending(
             message,
             started=_now(),
-            fields=fields_of(message.body),
+            fields=fields,
             sender=sender_of(_text(message.user_id), _text(message.app_id)),
         )
         self._pending[key] = pending

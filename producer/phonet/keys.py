@@ -104,7 +104,7 @@ class ApiKey:
         """A handshake made with key ``version`` got 401/403: True when another key should
         be tried at once — a newer one is known (already, or after a re-read allowed now),
         or the refused key was on probation and the previous one is back."""
-        if self.version > version and self.is_current(version) is False:
+        if not self.is_current(version):  # a newer key (another text) is known already
             return True
         if version == self.version and self._previous is not None:
             self._refused_text = self.key

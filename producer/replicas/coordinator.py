@@ -85,6 +85,11 @@ class Coordinator:
         return self.roles.of.get(subscriber) is Role.OWNER
 
     @property
+    def handing_over(self) -> int:
+        """Subscribers handed over and still published here (until the new owner is up)."""
+        return len(self._handing)
+
+    @property
     def assigned(self) -> bool:
         """True once the first roles were applied (before, this replica holds nothing)."""
         return self._assigned
@@ -179,7 +184,6 @@ class Coordinator:
             # roles stay rather than this replica taking every subscriber; alone at start
             # (no broker), it acts alone after startup_limit.
             self._recompute, self._live = False, live
-            self.presence.remember(live)
             before, self.roles = (
                 self.roles,
                 self.membership.assign(self.universe, now, standby=self.hot),

@@ -56,7 +56,6 @@ class Presence:
         self.since = 0.0
         """When the current session started hearing (monotonic)."""
         self._exchange: aio_pika.abc.AbstractExchange | None = None
-        self._last_live: frozenset[str] = frozenset()
         self._now: Callable[[], float] = lambda: asyncio.get_running_loop().time()
 
     async def session(self, connection: AbstractConnection) -> None:
@@ -91,9 +90,7 @@ class Presence:
         self.connected = True
         try:
             while not channel.is_closed:
-                await self.beat()
-                if self.membership.live(self._now()) != self._last_live:
-                    self.on_change()
+                await self.beat()  # the coordinator's timer notices replicas timing out
                 self.membership.expire(self._now())
                 await asyncio.sleep(self.interval)
         finally:
@@ -106,14 +103,17 @@ class Presence:
         exchange = self._exchange
         if exchange is None:
             return
-        body = orjson.dumps({"replica": self.membership.me, "leaving": self.membership.me_leaving})
+        body = orjson.dumps(
+            {
+                "replica": self.membership.me,
+                "instance": self.instance,
+                "leaving": self.membership.me_leaving,
+                "warm": self.is_warm(),
+            }
+        )
         expiration = max(0.001, self.membership.timeout)
         with contextlib.suppress(Exception):  # a lost channel ends the session anyway
             await exchange.publish(aio_pika.Message(body, expiration=expiration), routing_key="")
-
-    def remember(self, live: frozenset[str]) -> None:
-        """The live set the roles were last computed from."""
-        self._last_live = live
 
     async def _heard(self, message: AbstractIncomingMessage) -> None:
         try:

@@ -10,6 +10,7 @@ import itertools
 import signal
 from urllib.parse import urlsplit
 
+import pytest
 from aio_pika.abc import AbstractConnection
 
 from producer.app import Producer
@@ -32,14 +33,16 @@ def owners(producers: list[Producer]) -> dict[str, list[str]]:
 
 
 async def settled(sim: PhonetSimulator, producers: list[Producer], standby: int = 1) -> None:
-    """Every subscriber has one owner and, with hot standby, a second socket."""
+    """Every subscriber has one owner and, with hot standby, a second socket; no replica
+    still publishes what it handed over (steady state)."""
     await until(
         lambda: (
             all(len(owners(producers).get(s, [])) == 1 for s in SUBS)
             and all(sim.sockets_of(s) == 1 + standby for s in SUBS)
+            and not any(p.coordinator.handing_over for p in producers)
         ),
-        timeout=15,
-        what="one owner per subscriber, standby sockets up",
+        timeout=20,
+        what="one owner per subscriber, standby sockets up, handovers done",
     )
 
 
@@ -87,11 +90,15 @@ def published(collector: Collector) -> collections.Counter[str]:
 
 
 async def test_three_replicas_share_the_subscribers_without_duplicates(
-    sim: PhonetSimulator, start_producer: StartProducer, collector: Collector
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    collector: Collector,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     sim.known = None
     producers = [await start_producer(",".join(SUBS), phonet_replica_id=f"r{n}") for n in range(3)]
-    await settled(sim, producers)
+    await settled(sim, producers)  # handovers end only once the new owners say they are warm
+    assert not [r for r in caplog.records if "another replica uses" in r.getMessage()]
     shares = [len(p.coordinator.roles.owned) for p in producers]
     assert sum(shares) == len(SUBS)
     assert all(n >= 1 for n in shares), shares  # spread (12 over 3 by rendezvous hashing)
@@ -101,6 +108,18 @@ async def test_three_replicas_share_the_subscribers_without_duplicates(
     await collector.wait_for(lambda ms: set(sent) <= set(published(collector)))
     await asyncio.sleep(0.5)
     assert published(collector) == collections.Counter(sent)  # each exactly once
+
+
+async def test_a_twin_replica_id_is_reported(
+    sim: PhonetSimulator, start_producer: StartProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim.known = None
+    await start_producer(",".join(SUBS), phonet_replica_id="same")
+    await start_producer(",".join(SUBS), phonet_replica_id="same")
+    await until(
+        lambda: any("another replica uses" in r.getMessage() for r in caplog.records),
+        what="the twin reported",
+    )
 
 
 async def test_a_joining_replica_takes_its_share_and_nothing_is_lost(
