@@ -45,7 +45,14 @@ from producer.gcpolicy import GcAction, GcPolicy
 from producer.http import Health, OpsServer
 from producer.logs import BurstLog, trimmed
 from producer.metrics import Metrics, exposition
-from producer.phonet import ApiKey, HandshakeGate, SocketOptions, SocketPool, SubscriberSocket
+from producer.phonet import (
+    ApiKey,
+    HandshakeGate,
+    SocketOptions,
+    SocketPool,
+    StateHandler,
+    SubscriberSocket,
+)
 from producer.publish.pipeline import Pipeline
 from producer.publish.publisher import Publisher
 from producer.publish.spool import Spool
@@ -114,7 +121,7 @@ class Producer:
             domain=s.phonet_domain,
         )
         self.gate = HandshakeGate(s.phonet_handshake_concurrency, s.phonet_handshake_rate)
-        self.sockets = SocketPool(self._socket_for, self.metrics)
+        self.sockets = SocketPool(self._socket_for, self.metrics, on_state=self._socket_state)
         self.click2call = Click2Call(s, self.sockets, self.publisher, self.metrics)
         self.known: frozenset[str] = frozenset(s.subscribers)
         self.coordinator = Coordinator(
@@ -133,9 +140,7 @@ class Producer:
         self.click2call.known = lambda: self.known
         self.click2call.mine = self.coordinator.owns
         self.click2call.ready = self.coordinator.wait_assigned
-        self.coordinator.presence.is_warm = lambda: (
-            self.sockets.connected_count == len(self.sockets)
-        )
+        self.coordinator.presence.is_warm = self.sockets.all_up
         self.rest = RestService(
             s, self.publisher, self.metrics.rest, self.api_key, self.set_subscribers
         )
@@ -145,7 +150,6 @@ class Producer:
             s.metrics_port,
             self.health,
             partial(exposition, self.metrics),
-            before_scrape=self.metrics.before_scrape,
         )
         self._lag_task: asyncio.Task[None] | None = None
         self._key_task: asyncio.Task[None] | None = None
@@ -158,7 +162,7 @@ class Producer:
         self._safe_socket_url = mask_url(s.socket_base_url)
 
     # --- wiring -----------------------------------------------------------------------
-    def _socket_for(self, subscriber: str) -> SubscriberSocket:
+    def _socket_for(self, subscriber: str, on_state: StateHandler) -> SubscriberSocket:
         return SubscriberSocket(
             subscriber,
             self.api_key,
@@ -168,7 +172,7 @@ class Producer:
             options=self.socket_options,
             safe_url=self._safe_socket_url,
             gate=self.gate,
-            on_state=self._socket_state,
+            on_state=on_state,
         )
 
     def _socket_state(self, subscriber: str, connection: int, up: bool) -> None:

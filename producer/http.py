@@ -9,9 +9,8 @@ three read-only endpoints). :func:`respond` is pure: request line and health sna
 * ``/readyz`` answers 200 only when the broker is connected, at least one subscriber
   socket is up and the producer is not shutting down; else 503. Both return JSON.
 * ``/metrics`` is the Prometheus exposition (OpenMetrics when the scraper asks for it).
-  The text is rendered in a worker thread, from a snapshot taken on the event loop: with
-  ten thousand sockets that is tens of milliseconds the loop (every frame, every confirm)
-  does not wait for.
+  The text is rendered in a worker thread, snapshot included: with ten thousand sockets
+  that is tens of milliseconds the loop (every frame, every confirm) does not wait for.
 """
 
 from __future__ import annotations
@@ -137,13 +136,11 @@ class OpsServer:
         port: int,
         health: Callable[[], Health],
         metrics: Exposition,
-        before_scrape: Callable[[], None] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._health = health
         self._metrics = metrics
-        self._before_scrape = before_scrape
         self._scraping = asyncio.Lock()
         self._server: asyncio.Server | None = None
 
@@ -179,8 +176,6 @@ class OpsServer:
                 # One scrape at a time: the snapshot is shared (and forgotten once
                 # rendered), and a burst of scrapers must not occupy every core.
                 async with self._scraping:
-                    if self._before_scrape is not None:
-                        self._before_scrape()  # on the loop: a consistent snapshot
                     body = await asyncio.to_thread(response.render)
                 response = Response(response.status, response.content_type, body)
             writer.write(encode(response, head_only=method == "HEAD"))

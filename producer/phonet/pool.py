@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from producer.metrics import Metrics, SocketRow, SocketsView
-from producer.phonet.socket import SubscriberSocket
+from producer.phonet.socket import StateHandler, SubscriberSocket
 
 log = logging.getLogger("producer.phonet")
 
@@ -15,15 +15,25 @@ log = logging.getLogger("producer.phonet")
 class SocketPool:
     """The managed set of subscriber sockets; can grow and shrink while running.
 
-    ``factory`` makes a :class:`SubscriberSocket` for a subscriber; the pool runs each in
-    its own task. :meth:`close` closes them all (code 1001) and waits up to ``timeout``.
+    ``factory`` makes a :class:`SubscriberSocket` for a subscriber, with the state handler
+    it must call; the pool runs each in its own task and keeps the set of open ones (so
+    "how many are up" costs nothing with ten thousand sockets: health probes and replica
+    heartbeats ask often), then passes the change on to ``on_state``. :meth:`close` closes
+    them all (code 1001) and waits up to ``timeout``.
     """
 
-    def __init__(self, factory: Callable[[str], SubscriberSocket], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        factory: Callable[[str, StateHandler], SubscriberSocket],
+        metrics: Metrics,
+        on_state: StateHandler | None = None,
+    ) -> None:
         self._factory = factory
         self._metrics = metrics
+        self._on_state = on_state
         self._sockets: dict[str, SubscriberSocket] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._open: set[SubscriberSocket] = set()  # sockets of this pool that are open
         metrics.watch_sockets(self.view)
 
     def __contains__(self, subscriber: object) -> bool:
@@ -40,15 +50,18 @@ class SocketPool:
         return list(self._sockets)
 
     def all_up(self) -> bool:
-        """True when every socket is open (stops at the first one that is not)."""
-        return all(s.connected for s in self._sockets.values())
+        """True when every socket is open."""
+        return len(self._open) == len(self._sockets)
 
     @property
     def connected_count(self) -> int:
-        return sum(1 for s in self._sockets.values() if s.connected)
+        return len(self._open)
 
     def view(self) -> SocketsView:
-        """What the metrics show of the sockets, taken on the event loop at scrape time."""
+        """What the metrics show of the sockets. Called by the scrape's rendering thread:
+        ``list(dict.values())`` copies in one step under the GIL (no Python code runs
+        meanwhile), so the loop may add and remove sockets during a scrape; each socket's
+        fields are read as they are at that moment."""
         rows = [
             SocketRow(
                 s.subscriber,
@@ -58,7 +71,7 @@ class SocketPool:
                 s.stats.disconnects,
                 s.stats.failures,
             )
-            for s in self._sockets.values()
+            for s in list(self._sockets.values())
         ]
         return SocketsView(rows)
 
@@ -66,7 +79,18 @@ class SocketPool:
         """Start a socket for ``subscriber`` (no-op if it already has one)."""
         if subscriber in self._sockets:
             return
-        sock = self._factory(subscriber)
+        sock: SubscriberSocket | None = None
+
+        def on_state(subscriber: str, connection: int, up: bool) -> None:
+            assert sock is not None  # made before it can run
+            if up and self._sockets.get(subscriber) is sock:
+                self._open.add(sock)
+            else:
+                self._open.discard(sock)
+            if self._on_state is not None:
+                self._on_state(subscriber, connection, up)
+
+        sock = self._factory(subscriber, on_state)
         self._sockets[subscriber] = sock
         self._tasks[subscriber] = asyncio.create_task(sock.run(), name=f"socket:{subscriber}")
 
@@ -76,6 +100,7 @@ class SocketPool:
         task = self._tasks.pop(subscriber, None)
         if sock is None or task is None:
             return
+        self._open.discard(sock)  # no longer counted, though it may take a moment to close
         await _stop(sock, task, timeout)
 
     async def update(self, subscribers: Iterable[str]) -> None:

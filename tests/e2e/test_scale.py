@@ -5,6 +5,7 @@ handshake gate (bounded in progress, paced), sockets that stayed up keep their e
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -97,3 +98,50 @@ def test_a_low_open_files_limit_is_said_plainly(
     if said:
         assert str(limit) in said
         assert "ulimit -n" in said
+
+
+async def test_scrapes_while_the_subscribers_change_are_whole_and_counts_exact(
+    open_sim: PhonetSimulator, amqp_url: str, exchange_name: str
+) -> None:
+    """/metrics renders its socket snapshot in a worker thread while the loop opens and
+    closes sockets: every scrape is whole (its totals agree with its own per-subscriber
+    lines), and the open-socket count the health probes and heartbeats read is exact."""
+    sim = open_sim
+    everyone = tuple(f"c{i:02d}" for i in range(30))
+    settings = producer_settings(
+        sim, amqp_url, exchange_name, phonet_subscribers=",".join(everyone)
+    )
+    async with Producer(settings) as producer:
+        await sim.wait_connected(list(everyone), timeout=20)
+        changing = True
+
+        async def churn() -> None:
+            n = 0
+            while changing:
+                n += 1
+                await producer.set_subscribers(everyone[: 10 + n % 20])
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(churn())
+        try:
+            for _ in range(40):
+                _, _, body = await http_get(producer.http.port, "/metrics")
+                text = body.decode()
+                assert metric_value(text, "phonet_ws_sockets") == text.count("phonet_ws_connected{")
+                up = len(re.findall(r"^phonet_ws_connected\{.*\} 1\.0$", text, re.M))
+                assert metric_value(text, "phonet_ws_sockets_up") == up
+        finally:
+            changing = False
+            await task
+        wanted = everyone[:12]
+        await producer.set_subscribers(wanted)
+        await until(lambda: producer.sockets.all_up(), timeout=20, what="the 12 back up")
+        assert producer.sockets.connected_count == len(producer.sockets) == 12
+        sim.handshake_delay = 1.0  # the dropped one stays down a while
+        await sim.drop(wanted[0])
+        await until(lambda: producer.sockets.connected_count == 11, timeout=5, what="one down")
+        assert not producer.sockets.all_up()
+        sim.handshake_delay = 0.0
+        await until(lambda: producer.sockets.all_up(), timeout=20, what="reconnected")
+        _, _, body = await http_get(producer.http.port, "/readyz")
+        assert b'"sockets_up":12' in body

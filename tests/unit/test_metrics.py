@@ -90,13 +90,18 @@ def test_per_subscriber_series_follow_the_setting(mode: str, series_per_subscrib
     assert "phonet_ws_sockets_flapping 2.0" in text
 
 
-def test_the_snapshot_is_taken_at_scrape_time_not_when_rendering() -> None:
+def test_each_rendering_takes_its_own_snapshot() -> None:
+    """The snapshot is taken by the renderer (in its thread, off the event loop), so a
+    scrape shows the sockets as they are when it runs, and nothing of an earlier one."""
     rows = list(ROWS)
     metrics = Metrics()
     metrics.watch_sockets(lambda: SocketsView(list(rows)))
-    metrics.before_scrape()
-    rows.clear()  # the loop moved on; the rendering thread still sees the snapshot
-    assert 'phonet_ws_connected{subscriber="003"} 0.0' in exposition(metrics, "")[0]().decode()
+    render = exposition(metrics, "")[0]
+    assert 'phonet_ws_connected{subscriber="003"} 0.0' in render().decode()
+    rows.pop()
+    text = render().decode()
+    assert 'subscriber="003"' not in text
+    assert "phonet_ws_sockets 2.0" in text
 
 
 def test_ten_thousand_subscribers_fit_a_small_scrape() -> None:
