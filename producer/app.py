@@ -362,6 +362,8 @@ class Producer:
                     collected = gc.collect()
                     trim_malloc()
                     log.info("reclaimed what closed sockets left", extra={"collected": collected})
+                if action is GcAction.FREEZE:
+                    gc.collect(1)  # young cyclic garbage must not be frozen
                 if action is not None:
                     gc.freeze()
 
