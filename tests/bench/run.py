@@ -541,9 +541,14 @@ async def scale_one(
             ]
         )
         peak = max(buckets)
+        # The simulator stamps a handshake when its loop (busy with thousands of resets)
+        # gets to it, so single seconds bunch up; a 5 s window shows the producer's pace.
+        peak5 = max(sum(buckets[i : i + 5]) for i in range(max(1, len(buckets) - 4))) / 5
         report.notes.append(
-            f"{n:,} sockets: after the mass drop, at most {peak} handshakes a second"
-            f" (PHONET_HANDSHAKE_RATE 200, PHONET_HANDSHAKE_CONCURRENCY 50)"
+            f"{n:,} sockets: after the mass drop, {len(times) / times[-1]:.0f} handshakes a"
+            f" second on average, at most {peak5:.0f} a second over any 5 s and {peak} in one"
+            f" second as the simulator stamped them (PHONET_HANDSHAKE_RATE 200,"
+            f" PHONET_HANDSHAKE_CONCURRENCY 50)"
         )
         out(f"  scale: {report.rows[-1]}")
         out(f"  {report.notes[-1]}")
@@ -694,7 +699,8 @@ def render(reports: dict[str, Report], amqp_url: str, quick: bool) -> str:
         "naive bridge with one subscriber; p99 ≤ 2 ms at 500 events/s with 2,000 sockets open",
         "and /metrics scraped every second; 10,000 sockets in ≤ 300 MB RSS, within 10% after a",
         "mass drop, all back within 60 s with bounded handshakes; /metrics ≤ 100 ms and ≤ 1 MB",
-        "at 10,000 subscribers; an isolated drop reconnects at once (≤ 200 ms).",
+        "at 10,000 subscribers, the loop never stalled > 20 ms by a scrape; an isolated drop",
+        "reconnects at once (≤ 200 ms).",
     ]
     order = ["throughput", "latency", "scale", "click2call", "replicas"]
     reports = {k: reports[k] for k in order if k in reports}
