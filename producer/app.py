@@ -10,6 +10,10 @@ buffered before the next one is read.
 
 The click2call service (:mod:`producer.click2call`) runs as a broker session hook, sees
 each frame first (to take the PBX's answers to its commands) and each socket's state.
+Beside them run the replica coordinator (:mod:`producer.replicas`), the REST backfill
+(:mod:`producer.rest`), the spool's keeper (:mod:`producer.publish.spool_keeper`), the
+API key file's watcher (:meth:`~producer.phonet.SocketPool.follow_key`) and the loop's
+watch (:mod:`producer.loopwatch`: lag, and in the service the garbage collector).
 
 Shutdown (:meth:`Producer.stop`, also on SIGTERM/SIGINT via :func:`serve`): readiness goes
 503, the click2call consumer stops (commands in progress finish), sockets close with 1001,
@@ -21,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
 import logging
 import os
 import signal
@@ -30,7 +32,6 @@ import ssl
 import time
 from functools import partial
 from types import TracebackType
-from typing import Any
 
 from producer import __version__
 from producer.amqp import BrokerLink
@@ -41,9 +42,10 @@ from producer.config_rules import mask_url
 from producer.envelope import Envelope, event_envelope
 from producer.errors import ConfigError
 from producer.events import CallEvent, InvalidReason, metric_event, parse_frame
-from producer.gcpolicy import GcAction, GcPolicy
+from producer.gcpolicy import GcPolicy
 from producer.http import Health, OpsServer
 from producer.logs import BurstLog, trimmed
+from producer.loopwatch import watch_loop
 from producer.metrics import Metrics, exposition
 from producer.phonet import (
     ApiKey,
@@ -56,6 +58,7 @@ from producer.phonet import (
 from producer.publish.pipeline import Pipeline
 from producer.publish.publisher import Publisher
 from producer.publish.spool import Spool
+from producer.publish.spool_keeper import SpoolKeeper
 from producer.replicas.coordinator import Coordinator
 from producer.rest.service import RestService
 
@@ -86,6 +89,11 @@ class Producer:
         )
         self.publisher = Publisher(
             self.pipeline, self.metrics, publish_timeout=s.phonet_publish_timeout
+        )
+        self.spool_keeper = (
+            None
+            if self.spool is None
+            else SpoolKeeper(self.spool, self.pipeline, self.publisher, self.metrics)
         )
         self.broker = BrokerLink(
             url=s.amqp_url.get_secret_value(),
@@ -157,7 +165,6 @@ class Producer:
         self.gc_policy = GcPolicy() if manage_gc else None
         self.shutting_down = False
         self._broker_task: asyncio.Task[None] | None = None
-        self._spool_task: asyncio.Task[None] | None = None
         self._invalid_log = BurstLog(log)
         self._safe_socket_url = mask_url(s.socket_base_url)
 
@@ -294,14 +301,23 @@ class Producer:
             raise ConfigError(
                 f"METRICS_PORT: cannot listen on {self.http.host}:{self.http.port}: {reason}"
             ) from None
-        if self.spool is not None:
-            self._recover(self.spool)
-            self.spool.start(asyncio.get_running_loop())
-            self._spool_task = asyncio.create_task(self._maintain(self.spool), name="spool")
+        if self.spool_keeper is not None:
+            self.spool_keeper.start()
         self._broker_task = asyncio.create_task(self.broker.run(), name="amqp")
-        self._lag_task = asyncio.create_task(self._watch_loop(), name="loop-lag")
+        self._lag_task = asyncio.create_task(
+            watch_loop(self.metrics.loop_lag.observe, self.gc_policy, lambda: len(self.sockets)),
+            name="loop-lag",
+        )
         if self.settings.phonet_api_key_file is not None:
-            self._key_task = asyncio.create_task(self._watch_key(), name="api-key")
+            s = self.settings
+            follow = self.sockets.follow_key(
+                self.api_key,
+                interval=s.phonet_api_key_check_interval,
+                at_once=max(1, s.phonet_handshake_concurrency // 5),
+                timeout=s.phonet_open_timeout + 5.0,
+                busy=self.click2call.board.busy_on,
+            )
+            self._key_task = asyncio.create_task(follow, name="api-key")
         self.known = frozenset(self.settings.subscribers)
         self.coordinator.start(self.settings.subscribers)
         self.rest.start()
@@ -316,91 +332,6 @@ class Producer:
                 "metrics_port": self.http.port,
             },
         )
-
-    def _recover(self, spool: Spool) -> None:
-        spool.open()
-        found = spool.recover(received=asyncio.get_running_loop().time())
-        self.pipeline.advance_seq(found.next_seq)
-        for envelope in found.envelopes:
-            self.publisher.put(envelope, recovered=True)
-        self.metrics.spool_recovered.inc(len(found.envelopes))
-        self.metrics.spool_damaged.inc(found.damaged)
-        self.metrics.spool_bytes.set(spool.bytes)
-        if found.envelopes or found.damaged:
-            log.info(
-                "recovered unconfirmed events from the spool",
-                extra={"events": len(found.envelopes), "damaged": found.damaged},
-            )
-
-    async def _maintain(self, spool: Spool) -> None:
-        """Hand the spool its checkpoint and mirror its state in metrics five times a
-        second, until cancelled (the spool's own thread writes and fsyncs)."""
-        while True:
-            await asyncio.sleep(0.2)
-            spool.checkpoint(self.pipeline.oldest_seq)
-            self.metrics.spool_bytes.set(spool.bytes)
-            self.metrics.spool_degraded.set(int(spool.degraded))
-
-    async def _watch_loop(self, every: float = 0.05) -> None:
-        """Measure how late the loop runs a timer (a stall delays every frame and confirm)
-        and, in the service, freeze or thaw the garbage collector (:mod:`producer.gcpolicy`)
-        once a second; until cancelled."""
-        loop = asyncio.get_running_loop()
-        observe = self.metrics.loop_lag.observe
-        policy, next_gc = self.gc_policy, 0.0
-        while True:
-            due = loop.time() + every
-            await asyncio.sleep(every)
-            now = loop.time()
-            observe(max(0.0, now - due))
-            if policy is not None and now >= next_gc:
-                next_gc = now + 1.0
-                policy.thaw_after = max(1000, 2 * len(self.sockets))
-                action = policy.decide(now)
-                if action is GcAction.THAW:
-                    gc.unfreeze()
-                    collected = gc.collect()
-                    trim_malloc()
-                    log.info("reclaimed what closed sockets left", extra={"collected": collected})
-                if action is GcAction.FREEZE:
-                    gc.collect(1)  # young cyclic garbage must not be frozen
-                if action is not None:
-                    gc.freeze()
-
-    async def _watch_key(self) -> None:
-        """Every PHONET_API_KEY_CHECK_INTERVAL seconds, re-read the key file; while sockets
-        are open under another key than the current one (a rotation, from here or from a
-        refused handshake), cycle them gradually. Until cancelled."""
-        loop, key, s = asyncio.get_running_loop(), self.api_key, self.settings
-        at_once = max(1, s.phonet_handshake_concurrency // 5)
-        version = key.version
-        while True:
-            await asyncio.sleep(s.phonet_api_key_check_interval)
-            key.reread(loop.time())
-            if key.version != version:
-                version = key.version
-                self.sockets.wake_refused()
-            stale = [
-                sub
-                for sub in self.sockets.subscribers
-                if (sock := self.sockets.get(sub)) is not None
-                and sock.connected
-                and not key.is_current(sock.key_version)
-            ]
-            if not stale:
-                continue
-            done = await self.sockets.cycle(
-                lambda v: not key.is_current(v),
-                at_once,
-                timeout=s.phonet_open_timeout + 5.0,
-                busy=self.click2call.board.busy_on,
-            )
-            log.info(
-                "sockets reopened with the new API key"
-                if done
-                else "reopening sockets with the new API key: some are left for the next round",
-                extra={"sockets": len(stale), "key_version": key.version},
-            )
 
     async def stop(self) -> None:
         """Drain and stop; returns within about ``PHONET_SHUTDOWN_TIMEOUT`` + 2 seconds."""
@@ -446,8 +377,8 @@ class Producer:
             self._lag_task.cancel()
             await asyncio.wait([self._lag_task])
         lost = left
-        if self.spool is not None:
-            lost = await self._close_spool(self.spool)
+        if self.spool_keeper is not None:
+            lost = await self.spool_keeper.close()
         if left - lost:
             log.warning(
                 "shutdown: %d unconfirmed events stay in the spool for the next start",
@@ -462,21 +393,6 @@ class Producer:
             )
         log.info("stopped", extra={"unconfirmed": left})
 
-    async def _close_spool(self, spool: Spool) -> int:
-        """Checkpoint and close the spool in a worker thread (a stalled disk must not hold
-        the shutdown past its budget); returns how many held events are not on disk."""
-        if self._spool_task is not None:
-            self._spool_task.cancel()
-            await asyncio.wait([self._spool_task])
-        spool.checkpoint(self.pipeline.oldest_seq)
-        closing = asyncio.ensure_future(asyncio.to_thread(spool.close, 0.8))
-        try:
-            async with asyncio.timeout(1.0):
-                await asyncio.shield(closing)
-        except TimeoutError:
-            log.error("shutdown: the spool did not close in time (a stalled disk?)")
-        return spool.missing
-
     async def __aenter__(self) -> Producer:
         await self.start()
         return self
@@ -488,22 +404,6 @@ class Producer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
-
-
-def trim_malloc() -> None:
-    """Hand freed memory back to the OS (glibc keeps it otherwise: the RSS of a process that
-    reconnected ten thousand sockets would stay at its peak). A no-op elsewhere."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim: Any = None
 
 
 async def serve(settings: Settings) -> int:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from producer.metrics import Metrics, SocketRow, SocketsView
+from producer.phonet.keys import ApiKey
 from producer.phonet.socket import StateHandler, SubscriberSocket
 
 log = logging.getLogger("producer.phonet")
@@ -116,6 +117,43 @@ class SocketPool:
         """A new API key is known: sockets waiting out a 401/403 try again now."""
         for sock in self._sockets.values():
             sock.wake()
+
+    async def follow_key(
+        self,
+        key: ApiKey,
+        *,
+        interval: float,
+        at_once: int,
+        timeout: float,
+        busy: Callable[[str], bool],
+    ) -> None:
+        """Every ``interval`` seconds, re-read the key file; while sockets are open under
+        another key than the current one (a rotation, from here or from a refused
+        handshake), :meth:`cycle` them, ``at_once`` at a time. Until cancelled."""
+        loop = asyncio.get_running_loop()
+        version = key.version
+        while True:
+            await asyncio.sleep(interval)
+            key.reread(loop.time())
+            if key.version != version:
+                version = key.version
+                self.wake_refused()
+            stale = sum(
+                1
+                for s in self._sockets.values()
+                if s.connected and not key.is_current(s.key_version)
+            )
+            if not stale:
+                continue
+            done = await self.cycle(
+                lambda v: not key.is_current(v), at_once, timeout=timeout, busy=busy
+            )
+            log.info(
+                "sockets reopened with the new API key"
+                if done
+                else "reopening sockets with the new API key: some are left for the next round",
+                extra={"sockets": stale, "key_version": key.version},
+            )
 
     async def cycle(
         self,

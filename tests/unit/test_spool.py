@@ -15,7 +15,8 @@ import pytest
 from producer.envelope import Envelope
 from producer.errors import SpoolError
 from producer.publish.pipeline import Pipeline
-from producer.publish.spool import Disk, Spool
+from producer.publish.spool import Spool
+from producer.publish.spool_disk import Disk
 from producer.publish.spool_format import (
     HEAD_SIZE,
     decode,
