@@ -14,6 +14,7 @@ import asyncio
 import ctypes
 import gc
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,7 @@ async def watch_loop(
         if policy is not None and now >= next_gc:
             next_gc = now + 1.0
             policy.thaw_after = max(1000, 2 * sockets())
-            action = policy.decide(now)
+            action = policy.decide(now, rss_bytes())
             if action is not None:
                 apply(action)
 
@@ -58,6 +59,19 @@ def apply(action: GcAction) -> None:
     else:
         gc.collect(1)
     gc.freeze()
+
+
+def rss_bytes() -> int:
+    """The process's resident memory, from ``/proc/self/statm`` (one small read); 0 where
+    there is no such file."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def trim_malloc() -> None:

@@ -2,8 +2,8 @@
 
 With ``PHONET_API_KEY_FILE`` (a Kubernetes Secret mounted as a file) the key is re-read:
 
-* every ``PHONET_API_KEY_CHECK_INTERVAL`` seconds (:meth:`ApiKey.reread`, driven by the
-  app's watcher), and
+* every ``PHONET_API_KEY_CHECK_INTERVAL`` seconds (:meth:`ApiKey.reread`, driven by
+  :meth:`producer.phonet.pool.SocketPool.follow_key`), and
 * when the PBX refuses a handshake with 401/403 (:meth:`ApiKey.refused`), at most once a
   second whatever the number of sockets refused — so a socket refused because the key
   was rotated at the PBX first retries at once with the new key instead of waiting

@@ -34,7 +34,8 @@ class SocketPool:
         self._on_state = on_state
         self._sockets: dict[str, SubscriberSocket] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._open: set[SubscriberSocket] = set()  # sockets of this pool that are open
+        self._tokens: dict[str, object] = {}  # subscriber -> its current socket's token
+        self._open: set[object] = set()  # the tokens of this pool's open sockets
         metrics.watch_sockets(self.view)
 
     def __contains__(self, subscriber: object) -> bool:
@@ -80,17 +81,23 @@ class SocketPool:
         """Start a socket for ``subscriber`` (no-op if it already has one)."""
         if subscriber in self._sockets:
             return
-        sock: SubscriberSocket | None = None
+        # The socket's state handler knows it by a token, not by the socket: a handler
+        # holding the socket would make a reference cycle, and a removed socket would then
+        # wait for a full collection (frozen: for a thaw) instead of being freed at once.
+        token = object()
 
         def on_state(subscriber: str, connection: int, up: bool) -> None:
-            assert sock is not None  # made before it can run
-            if up and self._sockets.get(subscriber) is sock:
-                self._open.add(sock)
+            if up and self._tokens.get(subscriber) is token:
+                self._open.add(token)
             else:
-                self._open.discard(sock)
+                self._open.discard(token)
             if self._on_state is not None:
-                self._on_state(subscriber, connection, up)
+                try:
+                    self._on_state(subscriber, connection, up)
+                except Exception:  # a bug there must not kill the socket's task
+                    log.exception("socket state handler failed", extra={"subscriber": subscriber})
 
+        self._tokens[subscriber] = token
         sock = self._factory(subscriber, on_state)
         self._sockets[subscriber] = sock
         self._tasks[subscriber] = asyncio.create_task(sock.run(), name=f"socket:{subscriber}")
@@ -99,9 +106,10 @@ class SocketPool:
         """Close and forget ``subscriber``'s socket."""
         sock = self._sockets.pop(subscriber, None)
         task = self._tasks.pop(subscriber, None)
+        # No longer counted, though it may take a moment to close.
+        self._open.discard(self._tokens.pop(subscriber, None))
         if sock is None or task is None:
             return
-        self._open.discard(sock)  # no longer counted, though it may take a moment to close
         await _stop(sock, task, timeout)
 
     async def update(self, subscribers: Iterable[str]) -> None:
@@ -148,7 +156,7 @@ class SocketPool:
             done = await self.cycle(
                 lambda v: not key.is_current(v), at_once, timeout=timeout, busy=busy
             )
-            log.info(
+            logging.getLogger("producer").info(  # the line the README tells operators to await
                 "sockets reopened with the new API key"
                 if done
                 else "reopening sockets with the new API key: some are left for the next round",
@@ -194,6 +202,8 @@ class SocketPool:
         await asyncio.gather(*(_stop(sockets[s], tasks[s], timeout) for s in list(sockets)))
         sockets.clear()
         tasks.clear()
+        self._tokens.clear()
+        self._open.clear()
 
 
 async def _stop(sock: SubscriberSocket, task: asyncio.Task[None], timeout: float) -> None:

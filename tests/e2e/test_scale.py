@@ -5,6 +5,7 @@ handshake gate (bounded in progress, paced), sockets that stayed up keep their e
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import time
 
@@ -12,6 +13,7 @@ import pytest
 
 from producer.app import Producer
 from producer.cli import fd_limit_problem
+from producer.phonet import SubscriberSocket
 from producer.simulator import PhonetSimulator, Quirks
 from tests.support import Collector, http_get, metric_value, producer_settings, until
 
@@ -145,3 +147,28 @@ async def test_scrapes_while_the_subscribers_change_are_whole_and_counts_exact(
         await until(lambda: producer.sockets.all_up(), timeout=20, what="reconnected")
         _, _, body = await http_get(producer.http.port, "/readyz")
         assert b'"sockets_up":12' in body
+
+
+async def test_a_removed_socket_is_freed_by_reference_counting(
+    open_sim: PhonetSimulator, amqp_url: str, exchange_name: str
+) -> None:
+    """The service freezes the collector's view of the heap, so a socket that only a
+    reference cycle kept alive would stay until a thaw: a removed one must be freed as
+    soon as its task ends, with the collector off."""
+    settings = producer_settings(open_sim, amqp_url, exchange_name, phonet_subscribers="keep,gone")
+    async with Producer(settings) as producer:
+        await open_sim.wait_connected(["keep", "gone"], timeout=20)
+
+        def alive() -> list[str]:
+            return [o.subscriber for o in gc.get_objects() if type(o) is SubscriberSocket]
+
+        gc.collect()
+        assert sorted(alive()) == ["gone", "keep"]
+        gc.disable()
+        try:
+            await producer.set_subscribers(("keep",))
+            await until(lambda: "gone" not in producer.sockets, timeout=5, what="removed")
+            await asyncio.sleep(0.1)  # its task's last callbacks
+            assert alive() == ["keep"]
+        finally:
+            gc.enable()

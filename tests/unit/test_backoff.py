@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import random
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -96,7 +97,7 @@ def test_ten_thousand_handshakes_at_two_hundred_a_second_take_under_a_minute() -
 # --- the garbage collector policy ----------------------------------------------------
 
 from producer.gcpolicy import GcAction, GcPolicy  # noqa: E402
-from producer.loopwatch import apply  # noqa: E402
+from producer.loopwatch import apply, rss_bytes  # noqa: E402
 
 
 def run_policy(policy: GcPolicy, script: list[tuple[float, str]]) -> list[tuple[float, str]]:
@@ -147,6 +148,16 @@ def test_gc_policy_thaws_anyway_when_sockets_never_settle() -> None:
     assert [a for a in actions if a[1] == GcAction.THAW.value] == [(601, "thaw")]
 
 
+def test_gc_policy_thaws_once_memory_grew_by_half() -> None:
+    """A safety net for cyclic garbage that is not the sockets': memory measured once
+    settled, a thaw when it grew by half (and the new size is the next baseline)."""
+    policy = GcPolicy(stable_after=10, freeze_every=5, refreeze_after=5, thaw_after=5)
+    heap = [(0, 1000), (11, 1000), (16, 1000), (21, 1400), (26, 1600), (27, 1600), (40, 2000)]
+    actions = [(t, a.value) for t, memory in heap if (a := policy.decide(t, memory))]
+    assert actions == [(11, "freeze"), (16, "freeze"), (21, "freeze"), (26, "thaw"), (40, "freeze")]
+    assert policy.baseline == 1600
+
+
 class Node:
     me: object = None
 
@@ -180,3 +191,9 @@ def test_applying_the_gc_policy_leaves_no_cyclic_garbage(
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_the_memory_the_policy_reads_is_the_process_rss() -> None:
+    status = Path("/proc/self/status").read_text()
+    kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+    assert abs(rss_bytes() - kib * 1024) < 0.1 * kib * 1024
