@@ -42,11 +42,12 @@ from producer.config_rules import mask_url
 from producer.envelope import Envelope, event_envelope
 from producer.errors import ConfigError
 from producer.events import CallEvent, InvalidReason, metric_event, parse_frame
+from producer.exposition import exposition
 from producer.gcpolicy import GcPolicy
 from producer.http import Health, OpsServer
 from producer.logs import BurstLog, trimmed
 from producer.loopwatch import watch_loop
-from producer.metrics import Metrics, exposition
+from producer.metrics import Metrics
 from producer.phonet import (
     ApiKey,
     HandshakeGate,

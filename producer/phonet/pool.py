@@ -6,7 +6,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from producer.metrics import Metrics, SocketRow, SocketsView
+from producer.exposition import SocketRow, SocketsView
+from producer.metrics import Metrics
 from producer.phonet.keys import ApiKey
 from producer.phonet.socket import StateHandler, SubscriberSocket
 

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from producer.config import Settings
-from producer.metrics import Metrics, SocketRow, SocketsView, exposition
+from producer.exposition import SocketRow, SocketsView, exposition
+from producer.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "phonet-producer"

@@ -9,7 +9,8 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from producer.metrics import Metrics, SocketRow, SocketsView, exposition
+from producer.exposition import SocketRow, SocketsView, exposition
+from producer.metrics import Metrics
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
