@@ -11,13 +11,15 @@ apart from a call event on the same socket.
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+import uuid
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from producer.envelope import Envelope, outcome_envelope, reply_envelope
 from producer.errors import CommandError, CommandExpired, InvalidCommand, UnknownSubscriber
 from producer.events import CallEvent
 
@@ -191,3 +193,60 @@ __all__ = [
     "reply_body",
     "result_of",
 ]
+
+
+def answer_envelopes(
+    fields: dict[str, Any],
+    outcome: CommandError | None,
+    pbx_message: str | None,
+    *,
+    exchange: str,
+    command_queue: str,
+    reply_to: str | None,
+    correlation_id: str | None,
+    received: float,
+    wall_ms: int,
+    new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+) -> list[Envelope]:
+    """What answers one command: the RPC reply to ``reply_to`` (none without one, nor to
+    the command queue itself, where it would be read as a command) and the outcome event
+    on ``exchange``; the same body (:func:`reply_body`) and headers (``result``, and
+    ``subscriber``, ``command_id``, ``correlation_id`` when known) on both."""
+    result = result_of(outcome)
+    body = reply_body(fields, outcome, pbx_message)
+    headers: dict[str, Any] = {"result": result}
+    subscriber = fields.get("subscriber")
+    if not isinstance(subscriber, str):
+        subscriber = None
+    if subscriber is not None:
+        headers["subscriber"] = subscriber
+    if fields.get("id") is not None:
+        headers["command_id"] = str(fields["id"])
+    if correlation_id:
+        headers["correlation_id"] = correlation_id
+    answers = []
+    if reply_to and reply_to != command_queue:
+        answers.append(
+            reply_envelope(
+                reply_to,
+                correlation_id,
+                body,
+                headers,
+                message_id=new_id(),
+                received=received,
+                wall_ms=wall_ms,
+            )
+        )
+    answers.append(
+        outcome_envelope(
+            exchange,
+            subscriber,
+            "success" if outcome is None else "error",
+            body,
+            headers,
+            message_id=new_id(),
+            received=received,
+            wall_ms=wall_ms,
+        )
+    )
+    return answers

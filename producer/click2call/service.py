@@ -1,10 +1,11 @@
 """click2call adapter: the command queue and the sockets, driving the pure switchboard.
 
-Validation and reply shapes are pure (:mod:`producer.click2call.commands`), and so is every
-decision — whose turn it is, when to ack, which answer belongs to which command, when a
-command times out (:mod:`producer.click2call.switchboard`). This module only translates:
+Validation, reply shapes and the answering messages are pure
+(:mod:`producer.click2call.commands`), and so is every decision — whose turn it is, when
+to ack, which answer belongs to which command, when a command times out
+(:mod:`producer.click2call.switchboard`). This module only translates:
 
-* a delivered message becomes a :class:`~producer.click2call.switchboard.Delivery`; its
+* a delivered message becomes a :class:`~producer.click2call.effects.Delivery`; its
   consumer task (:meth:`Click2Call.handle`) then waits for the switchboard to settle it and
   does the ack/reject (the ack goes out *before* the action: at most once);
 * socket state and PBX answer frames come from the sockets (:meth:`Click2Call.socket_state`,
@@ -22,7 +23,6 @@ import contextlib
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Container, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,13 +31,21 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from producer.click2call.commands import (
+    answer_envelopes,
     command_fields,
     fields_of,
     is_pbx_reply,
     parse_command,
     pbx_error_message,
-    reply_body,
     result_of,
+)
+from producer.click2call.effects import (
+    Delivery,
+    Effect,
+    Reply,
+    SendAction,
+    Settle,
+    SettleMessage,
 )
 from producer.click2call.policy import (
     Policy,
@@ -46,17 +54,8 @@ from producer.click2call.policy import (
     mask_number,
     sender_of,
 )
-from producer.click2call.switchboard import (
-    Delivery,
-    Effect,
-    Reply,
-    SendAction,
-    Settle,
-    SettleMessage,
-    Switchboard,
-)
+from producer.click2call.switchboard import Switchboard
 from producer.config import Settings
-from producer.envelope import outcome_envelope, reply_envelope
 from producer.errors import CommandError, InvalidCommand, NotConnected
 from producer.events import CallEvent
 from producer.metrics import Metrics
@@ -384,41 +383,19 @@ class Click2Call:
         latency = _now() - pending.started
         if result in ("success", "pbx_error"):
             self.metrics.click2call_latency.observe(latency)
-        body = reply_body(fields, outcome, effect.pbx_message)
-        wall_ms = time.time_ns() // 1_000_000
-        correlation_id = message.correlation_id or message.message_id
-        headers: dict[str, Any] = {"result": result}
+        for envelope in answer_envelopes(
+            fields,
+            outcome,
+            effect.pbx_message,
+            exchange=self.settings.phonet_exchange,
+            command_queue=self.settings.phonet_click2call_queue,
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id or message.message_id,
+            received=pending.started,
+            wall_ms=time.time_ns() // 1_000_000,
+        ):
+            self.publisher.put(envelope)
         subscriber = fields.get("subscriber")
-        if isinstance(subscriber, str):
-            headers["subscriber"] = subscriber
-        if fields.get("id") is not None:
-            headers["command_id"] = str(fields["id"])
-        if correlation_id:
-            headers["correlation_id"] = correlation_id
-        if message.reply_to and message.reply_to != self.settings.phonet_click2call_queue:
-            self.publisher.put(
-                reply_envelope(
-                    message.reply_to,
-                    correlation_id,
-                    body,
-                    headers,
-                    message_id=uuid.uuid4().hex,
-                    received=pending.started,
-                    wall_ms=wall_ms,
-                )
-            )
-        self.publisher.put(
-            outcome_envelope(
-                self.settings.phonet_exchange,
-                subscriber if isinstance(subscriber, str) else None,
-                "success" if outcome is None else "error",
-                body,
-                headers,
-                message_id=uuid.uuid4().hex,
-                received=pending.started,
-                wall_ms=wall_ms,
-            )
-        )
         audit.info(
             "click2call %s",
             result,

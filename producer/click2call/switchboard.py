@@ -2,9 +2,9 @@
 
 Sans-I/O: the adapter (:mod:`producer.click2call.service`) reports what happened — a
 command delivered, the message acknowledged, the action written, a PBX answer frame, a
-socket up or down, a broker session lost, the clock — and carries out the
-:data:`Effect`\\ s that come back: settle a message (ack, reject, requeue, abandon), send an
-action on a socket, publish a reply.
+socket up or down, a broker session lost, the clock — and carries out the effects that
+come back (:mod:`producer.click2call.effects`): settle a message (ack, reject, requeue,
+abandon), send an action on a socket, publish a reply.
 
 A command (a :class:`Job`) goes through::
 
@@ -45,6 +45,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from producer.click2call.commands import Command
+from producer.click2call.effects import (
+    Delivery,
+    Effect,
+    Reply,
+    SendAction,
+    Settle,
+    SettleMessage,
+)
 from producer.errors import (
     CommandError,
     CommandExpired,
@@ -58,60 +66,6 @@ SETTLED_MEMORY = 10_000
 remembered to recognise a redelivery."""
 
 LOST_BEFORE_ANSWER = "connection to the PBX lost before it answered"
-
-
-class Settle(Enum):
-    """What to do with a command's queue message."""
-
-    ACK = "ack"
-    REJECT = "reject"  # never requeued: dead-lettered when the queue has a DLX
-    REQUEUE = "requeue"  # shutting down before its turn: back to the queue, undialed
-    ABANDON = "abandon"  # its channel is gone: nothing to do, the broker redelivers it
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A command message as the adapter read it. ``key`` is the adapter's handle for the
-    message; ``identity`` is equal across redeliveries; ``fresh_until`` is the clock
-    value after which it is stale. ``command`` is None when ``error`` says why."""
-
-    key: Hashable
-    session: int
-    identity: str
-    redelivered: bool
-    command: Command | None
-    error: CommandError | None
-    fresh_until: float
-
-
-@dataclass(frozen=True)
-class SettleMessage:
-    key: Hashable
-    how: Settle
-
-
-@dataclass(frozen=True)
-class SendAction:
-    """Write ``action`` on ``subscriber``'s socket, if it is still connection ``conn``;
-    report :meth:`Switchboard.sent`."""
-
-    key: Hashable
-    subscriber: str
-    conn: int
-    action: str
-
-
-@dataclass(frozen=True)
-class Reply:
-    """Publish the command's reply: ``outcome`` None is success; ``pbx_message`` is the
-    PBX's own text for a refusal."""
-
-    key: Hashable
-    outcome: CommandError | None
-    pbx_message: str | None = None
-
-
-Effect = SettleMessage | SendAction | Reply
 
 
 class Phase(Enum):

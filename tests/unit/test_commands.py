@@ -9,6 +9,7 @@ import pytest
 
 from producer.click2call.commands import (
     Command,
+    answer_envelopes,
     check_age,
     fields_of,
     is_pbx_reply,
@@ -19,6 +20,7 @@ from producer.click2call.commands import (
     result_of,
 )
 from producer.errors import (
+    CommandError,
     CommandExpired,
     CommandTimeout,
     InvalidCommand,
@@ -297,3 +299,70 @@ def test_pbx_error_message() -> None:
     assert (
         len(pbx_error_message(event(orjson.dumps({"event": "error", "message": "m" * 900})))) == 500
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "outcome", "reply_to", "expected"),
+    [
+        pytest.param(
+            {"subscriber": "001", "to": "+380441234567", "id": 7},
+            None,
+            "amq.gen-caller",
+            [("", "amq.gen-caller"), ("phonet", "click2call.success.001")],
+            id="reply-and-outcome",
+        ),
+        pytest.param(
+            {"subscriber": "001", "id": 7},
+            NotConnected("socket down"),
+            None,
+            [("phonet", "click2call.error.001")],
+            id="no-reply-to-outcome-only",
+        ),
+        pytest.param(
+            {"subscriber": "001"},
+            None,
+            "phonet.click2call",
+            [("phonet", "click2call.success.001")],
+            id="never-a-reply-into-the-command-queue",
+        ),
+        pytest.param(
+            {"subscriber": 5, "id": None},
+            InvalidCommand("'subscriber' must be a string"),
+            "amq.gen-caller",
+            [("", "amq.gen-caller"), ("phonet", "click2call.error.unknown")],
+            id="unusable-subscriber-unknown-token",
+        ),
+    ],
+)
+def test_answer_envelopes(
+    fields: dict[str, object],
+    outcome: CommandError | None,
+    reply_to: str | None,
+    expected: list[tuple[str, str]],
+) -> None:
+    ids = iter(["m1", "m2"])
+    answers = answer_envelopes(
+        fields,
+        outcome,
+        None,
+        exchange="phonet",
+        command_queue="phonet.click2call",
+        reply_to=reply_to,
+        correlation_id="c-1",
+        received=1.0,
+        wall_ms=1_700_000_000_000,
+        new_id=lambda: next(ids),
+    )
+    assert [(a.exchange, a.routing_key) for a in answers] == expected
+    assert len({a.body for a in answers}) == 1  # one answer, told twice
+    assert len({a.message_id for a in answers}) == len(answers)
+    for answer in answers:
+        assert answer.headers["result"] == result_of(outcome)
+        assert answer.headers["correlation_id"] == "c-1"
+        assert answer.headers.get("subscriber") == (
+            fields["subscriber"] if isinstance(fields["subscriber"], str) else None
+        )
+        assert answer.headers.get("command_id") == (
+            None if fields.get("id") is None else str(fields["id"])
+        )
+        assert orjson.loads(answer.body)["event"] == ("success" if outcome is None else "error")

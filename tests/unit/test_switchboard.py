@@ -14,16 +14,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from producer.click2call.commands import Command
-from producer.click2call.switchboard import (
-    LOST_BEFORE_ANSWER,
+from producer.click2call.effects import (
     Delivery,
     Effect,
     Reply,
     SendAction,
     Settle,
     SettleMessage,
-    Switchboard,
 )
+from producer.click2call.switchboard import LOST_BEFORE_ANSWER, Switchboard
 from producer.errors import CommandError, InvalidCommand, UnknownSubscriber
 
 TIMEOUT, GRACE, CONNECT_WAIT = 10.0, 10.0, 3.0

@@ -1,0 +1,71 @@
+"""The switchboard's vocabulary: what the adapter tells it and what it asks back. Pure.
+
+:class:`Delivery` is a command message as the adapter read it; the :data:`Effect`\\ s are
+what :class:`~producer.click2call.switchboard.Switchboard` asks the adapter
+(:mod:`producer.click2call.service`) to do: settle a message (:class:`SettleMessage`
+with a :class:`Settle`), write an action on a socket (:class:`SendAction`), publish a
+reply (:class:`Reply`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from enum import Enum
+
+from producer.click2call.commands import Command
+from producer.errors import CommandError
+
+
+class Settle(Enum):
+    """What to do with a command's queue message."""
+
+    ACK = "ack"
+    REJECT = "reject"  # never requeued: dead-lettered when the queue has a DLX
+    REQUEUE = "requeue"  # shutting down before its turn: back to the queue, undialed
+    ABANDON = "abandon"  # its channel is gone: nothing to do, the broker redelivers it
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A command message as the adapter read it. ``key`` is the adapter's handle for the
+    message; ``identity`` is equal across redeliveries; ``fresh_until`` is the clock
+    value after which it is stale. ``command`` is None when ``error`` says why."""
+
+    key: Hashable
+    session: int
+    identity: str
+    redelivered: bool
+    command: Command | None
+    error: CommandError | None
+    fresh_until: float
+
+
+@dataclass(frozen=True)
+class SettleMessage:
+    key: Hashable
+    how: Settle
+
+
+@dataclass(frozen=True)
+class SendAction:
+    """Write ``action`` on ``subscriber``'s socket, if it is still connection ``conn``;
+    report :meth:`Switchboard.sent`."""
+
+    key: Hashable
+    subscriber: str
+    conn: int
+    action: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Publish the command's reply: ``outcome`` None is success; ``pbx_message`` is the
+    PBX's own text for a refusal."""
+
+    key: Hashable
+    outcome: CommandError | None
+    pbx_message: str | None = None
+
+
+Effect = SettleMessage | SendAction | Reply
