@@ -270,7 +270,8 @@ class Metrics:
         self.sockets.view = view
 
     def before_scrape(self) -> None:
-        """Take the socket snapshot the next rendering shows. :func:`exposition`'s
-        renderer calls it first, in its worker thread: with ten thousand sockets the
-        snapshot alone is ~10 ms the event loop would otherwise wait for."""
+        """Take the socket snapshot the next rendering shows. The renderer of
+        :func:`producer.exposition.exposition` calls it first, in its worker thread: with
+        ten thousand sockets the snapshot alone is ~10 ms the event loop would otherwise
+        wait for."""
         self.sockets.refresh()

@@ -180,21 +180,6 @@ def result_of(outcome: CommandError | None) -> str:
     return "success" if outcome is None else outcome.result
 
 
-__all__ = [
-    "Command",
-    "CommandError",
-    "check_age",
-    "command_fields",
-    "fields_of",
-    "is_pbx_reply",
-    "normalise_number",
-    "parse_command",
-    "pbx_error_message",
-    "reply_body",
-    "result_of",
-]
-
-
 def answer_envelopes(
     fields: dict[str, Any],
     outcome: CommandError | None,
@@ -250,3 +235,19 @@ def answer_envelopes(
         )
     )
     return answers
+
+
+__all__ = [
+    "Command",
+    "CommandError",
+    "answer_envelopes",
+    "check_age",
+    "command_fields",
+    "fields_of",
+    "is_pbx_reply",
+    "normalise_number",
+    "parse_command",
+    "pbx_error_message",
+    "reply_body",
+    "result_of",
+]

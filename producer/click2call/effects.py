@@ -50,7 +50,7 @@ class SettleMessage:
 @dataclass(frozen=True)
 class SendAction:
     """Write ``action`` on ``subscriber``'s socket, if it is still connection ``conn``;
-    report :meth:`Switchboard.sent`."""
+    report :meth:`~producer.click2call.switchboard.Switchboard.sent`."""
 
     key: Hashable
     subscriber: str

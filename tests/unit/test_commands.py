@@ -302,12 +302,14 @@ def test_pbx_error_message() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fields", "outcome", "reply_to", "expected"),
+    ("fields", "outcome", "pbx_message", "reply_to", "correlation_id", "expected"),
     [
         pytest.param(
             {"subscriber": "001", "to": "+380441234567", "id": 7},
             None,
+            None,
             "amq.gen-caller",
+            "c-1",
             [("", "amq.gen-caller"), ("phonet", "click2call.success.001")],
             id="reply-and-outcome",
         ),
@@ -315,54 +317,87 @@ def test_pbx_error_message() -> None:
             {"subscriber": "001", "id": 7},
             NotConnected("socket down"),
             None,
+            None,
+            "c-1",
             [("phonet", "click2call.error.001")],
             id="no-reply-to-outcome-only",
         ),
         pytest.param(
             {"subscriber": "001"},
             None,
+            None,
+            "",
+            "c-1",
+            [("phonet", "click2call.success.001")],
+            id="empty-reply-to-outcome-only",
+        ),
+        pytest.param(
+            {"subscriber": "001"},
+            None,
+            None,
             "phonet.click2call",
+            "c-1",
             [("phonet", "click2call.success.001")],
             id="never-a-reply-into-the-command-queue",
         ),
         pytest.param(
             {"subscriber": 5, "id": None},
             InvalidCommand("'subscriber' must be a string"),
+            None,
             "amq.gen-caller",
+            None,
             [("", "amq.gen-caller"), ("phonet", "click2call.error.unknown")],
-            id="unusable-subscriber-unknown-token",
+            id="unusable-subscriber-no-correlation-id",
+        ),
+        pytest.param(
+            {"subscriber": "001", "to": "+380441234567"},
+            PbxRefused("refused"),
+            "Номер заблокирован",
+            "amq.gen-caller",
+            "c-1",
+            [("", "amq.gen-caller"), ("phonet", "click2call.error.001")],
+            id="the-pbx-own-words",
         ),
     ],
 )
 def test_answer_envelopes(
     fields: dict[str, object],
     outcome: CommandError | None,
+    pbx_message: str | None,
     reply_to: str | None,
+    correlation_id: str | None,
     expected: list[tuple[str, str]],
 ) -> None:
     ids = iter(["m1", "m2"])
     answers = answer_envelopes(
         fields,
         outcome,
-        None,
+        pbx_message,
         exchange="phonet",
         command_queue="phonet.click2call",
         reply_to=reply_to,
-        correlation_id="c-1",
-        received=1.0,
-        wall_ms=1_700_000_000_000,
+        correlation_id=correlation_id,
+        received=1.5,
+        wall_ms=1_700_000_000_123,
         new_id=lambda: next(ids),
     )
     assert [(a.exchange, a.routing_key) for a in answers] == expected
-    assert len({a.body for a in answers}) == 1  # one answer, told twice
-    assert len({a.message_id for a in answers}) == len(answers)
+    assert answers[0].body == reply_body(fields, outcome, pbx_message)  # one answer, told twice
+    assert len({a.body for a in answers}) == 1
+    assert [a.message_id for a in answers] == ["m1", "m2"][: len(answers)]
+    if len(answers) == 2:
+        assert answers[0].correlation_id == correlation_id
     for answer in answers:
+        assert (answer.received, answer.timestamp) == (1.5, 1_700_000_000)
         assert answer.headers["result"] == result_of(outcome)
-        assert answer.headers["correlation_id"] == "c-1"
+        assert answer.headers.get("correlation_id", "absent") == (correlation_id or "absent")
         assert answer.headers.get("subscriber") == (
             fields["subscriber"] if isinstance(fields["subscriber"], str) else None
         )
         assert answer.headers.get("command_id") == (
             None if fields.get("id") is None else str(fields["id"])
         )
-        assert orjson.loads(answer.body)["event"] == ("success" if outcome is None else "error")
+        body = orjson.loads(answer.body)
+        assert body["event"] == ("success" if outcome is None else "error")
+        if pbx_message is not None:
+            assert body["message"] == pbx_message
