@@ -55,7 +55,8 @@ def apply(action: GcAction) -> None:
         gc.unfreeze()
         collected = gc.collect()
         trim_malloc()
-        log.info("reclaimed what closed sockets left", extra={"collected": collected})
+        # After socket churn, or memory grown by half (see producer.gcpolicy).
+        log.info("full garbage collection done", extra={"collected": collected})
     else:
         gc.collect(1)
     gc.freeze()
