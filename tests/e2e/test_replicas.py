@@ -185,6 +185,41 @@ async def replica_services(
     return started
 
 
+class Load:
+    """Events on every subscriber and click2call commands, flowing until :meth:`end`."""
+
+    def __init__(self, sim: PhonetSimulator, rpc: RpcClient) -> None:
+        self.sent: list[str] = []
+        self.stop = asyncio.Event()
+        self.sender = asyncio.create_task(traffic(sim, self.sent, self.stop))
+        self.commands = asyncio.create_task(dialing(rpc, self.stop))
+
+    async def end(self, collector: Collector) -> None:
+        """Stop sending; return once every event sent is published."""
+        self.stop.set()
+        await self.sender
+        await collector.wait_for(lambda ms: set(self.sent) <= set(published(collector)), timeout=20)
+
+
+async def hot_under_load(
+    sim: PhonetSimulator,
+    amqp_url: str,
+    exchange: str,
+    services: list[Service],
+    amqp: AbstractConnection,
+    n: int,
+) -> tuple[list[Service], Load]:
+    """``n`` replica processes, every subscriber held hot (two sockets), then a second of
+    events and commands under way."""
+    sim.known = None
+    replicas = await replica_services(sim, amqp_url, exchange, services, n)
+    await until(lambda: all(sim.sockets_of(s) == 2 for s in SUBS), timeout=20, what="hot")
+    await asyncio.sleep(0.5)
+    load = Load(sim, await RpcClient(amqp, f"{exchange}.click2call").start())
+    await asyncio.sleep(1.0)
+    return replicas, load
+
+
 async def test_killing_an_owner_loses_no_event(
     sim: PhonetSimulator,
     amqp_url: str,
@@ -195,27 +230,16 @@ async def test_killing_an_owner_loses_no_event(
 ) -> None:
     """Events and click2call commands in flight while an owner is killed: every event
     published, no command dialed twice, a success only for a command dialed once."""
-    sim.known = None
-    replicas = await replica_services(sim, amqp_url, exchange_name, services, 3)
-    await until(lambda: all(sim.sockets_of(s) == 2 for s in SUBS), timeout=20, what="hot")
-    await asyncio.sleep(0.5)
-    rpc = await RpcClient(amqp, f"{exchange_name}.click2call").start()
-    sent: list[str] = []
-    stop = asyncio.Event()
-    sender = asyncio.create_task(traffic(sim, sent, stop))
-    commands = asyncio.create_task(dialing(rpc, stop))
-    await asyncio.sleep(1.0)
+    replicas, load = await hot_under_load(sim, amqp_url, exchange_name, services, amqp, 3)
     replicas[0].proc.send_signal(signal.SIGKILL)  # kill -9 of an owner, under traffic
     await replicas[0].proc.wait()
     await until(lambda: all(sim.sockets_of(s) >= 1 for s in SUBS), timeout=10, what="owned")
     await asyncio.sleep(2.0)
-    stop.set()
-    await sender
-    await collector.wait_for(lambda ms: set(sent) <= set(published(collector)), timeout=20)
+    await load.end(collector)
     counts = published(collector)
-    duplicated = sum(1 for u in sent if counts[u] > 1)
-    assert duplicated < len(sent) / 2  # duplicates around the takeover only
-    dials, answered = await outcomes(sim, await commands)
+    duplicated = sum(1 for u in load.sent if counts[u] > 1)
+    assert duplicated < len(load.sent) / 2  # duplicates around the takeover only
+    dials, answered = await outcomes(sim, await load.commands)
     assert len(answered) >= 50
     assert max(dials.values()) == 1  # never dialed twice
     for to, event in answered.items():
@@ -235,26 +259,15 @@ async def test_a_rolling_sigterm_loses_no_event(
 ) -> None:
     """A rolling restart under events and click2call commands: every event published,
     every command answered, none dialed twice."""
-    sim.known = None
-    replicas = await replica_services(sim, amqp_url, exchange_name, services, 2)
-    await until(lambda: all(sim.sockets_of(s) == 2 for s in SUBS), timeout=20, what="hot")
-    await asyncio.sleep(0.5)
-    rpc = await RpcClient(amqp, f"{exchange_name}.click2call").start()
-    sent: list[str] = []
-    stop = asyncio.Event()
-    sender = asyncio.create_task(traffic(sim, sent, stop))
-    commands = asyncio.create_task(dialing(rpc, stop))
-    await asyncio.sleep(1.0)
+    replicas, load = await hot_under_load(sim, amqp_url, exchange_name, services, amqp, 2)
     replicas[0].proc.send_signal(signal.SIGTERM)
     assert await replicas[0].wait(timeout=15) == 0
     replacement = (await replica_services(sim, amqp_url, exchange_name, services, 1))[0]
     await until(lambda: all(sim.sockets_of(s) == 2 for s in SUBS), timeout=20, what="back")
     await asyncio.sleep(1.0)
-    stop.set()
-    await sender
-    await collector.wait_for(lambda ms: set(sent) <= set(published(collector)), timeout=20)
+    await load.end(collector)
     assert replacement.proc.returncode is None
-    dials, answered = await outcomes(sim, await commands)
+    dials, answered = await outcomes(sim, await load.commands)
     assert len(answered) >= 50
     assert "no reply" not in answered.values()  # a graceful handover answers every command
     assert max(dials.values()) == 1  # never dialed twice
