@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -20,62 +19,24 @@ import yaml
 from producer.config import Settings
 from producer.exposition import SocketRow, SocketsView, exposition
 from producer.metrics import Metrics
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "phonet-producer"
-KUBE = "1.30"
-PRODUCTION = helm.values_from_yaml((CHART / "ci" / "production-values.yaml").read_text())
-API_KEY, AMQP_URL = "S3Bvc2eNimuQmQWyJt5aEvNjbND1fz0X", "amqp://producer:hunter2@rabbitmq:5672/"
-INLINE = {
-    "phonet": {"domain": "acme.phonet.com.ua", "subscribers": ["001"], "apiKey": API_KEY},
-    "amqp": {"url": AMQP_URL},
-}
-
-
-def render(values: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Rendered manifests by kind (NOTES.txt under the key ``NOTES``)."""
-    with helm.Chart.load(CHART) as chart:
-        out = chart.render(values or {}, name="phonet", namespace="telephony")
-    kinds: dict[str, list[dict[str, Any]]] = {}
-    for path, text in out.items():
-        if path.endswith("NOTES.txt"):
-            kinds["NOTES"] = [{"text": text}]
-            continue
-        for doc in yaml.safe_load_all(text):
-            if doc:
-                kinds.setdefault(doc["kind"], []).append(doc)
-    return kinds
-
-
-def one(kinds: dict[str, list[dict[str, Any]]], kind: str, *, hook: bool = False) -> dict[str, Any]:
-    docs = [
-        d
-        for d in kinds[kind]
-        if ("helm.sh/hook" in (d["metadata"].get("annotations") or {})) is hook
-    ]
-    assert len(docs) == 1, (kind, len(docs))
-    return docs[0]
-
-
-def settings_map(kinds: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """The settings ConfigMap's data (not the dashboard's)."""
-    (config,) = [c for c in kinds["ConfigMap"] if not c["metadata"]["name"].endswith("-dashboard")]
-    return config["data"]  # type: ignore[no-any-return]
-
-
-def container(kinds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    (c,) = one(kinds, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return c  # type: ignore[no-any-return]
-
-
-SETS = [
-    pytest.param({}, id="defaults"),
-    pytest.param(INLINE, id="inline-credentials"),
-    *(
-        pytest.param(helm.values_from_yaml(path.read_text()), id=path.stem)
-        for path in sorted((CHART / "ci").glob("*-values.yaml"))
-    ),
-]
+from tests.chart.rendering import (
+    API_KEY,
+    CHART,
+    INLINE,
+    KUBE,
+    PRODUCTION,
+    ROOT,
+    SETS,
+    container,
+    metrics_service,
+    one,
+    pod_spec,
+    render,
+    settings_map,
+    spool,
+    volumes,
+    workload,
+)
 
 
 # --- validity ----------------------------------------------------------------------------
@@ -109,7 +70,7 @@ def test_monitoring_resources_are_well_formed() -> None:
         "/metrics",
         "15s",
     )
-    service = one(kinds, "Service")
+    service = metrics_service(kinds)
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
@@ -185,10 +146,7 @@ def test_inline_credentials_live_only_in_the_secret() -> None:
         "mountPath": "/etc/phonet-producer/api-key",
         "readOnly": True,
     }
-    volumes = {
-        v["name"]: v for v in one(kinds, "Deployment")["spec"]["template"]["spec"]["volumes"]
-    }
-    assert volumes["api-key"]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert volumes(kinds)["api-key"]["secret"]["secretName"] == secret["metadata"]["name"]
     for name in ("PHONET_API_KEY", "AMQP_URL"):
         assert name not in settings_map(kinds)
 
@@ -202,10 +160,7 @@ def test_existing_secrets_are_used_and_none_is_created() -> None:
         "name": "rabbitmq-producer",
         "key": "url",
     }
-    volumes = {
-        v["name"]: v for v in one(kinds, "Deployment")["spec"]["template"]["spec"]["volumes"]
-    }
-    assert volumes["api-key"]["secret"] == {
+    assert volumes(kinds)["api-key"]["secret"] == {
         "secretName": "phonet-credentials",
         "items": [{"key": "api-key", "path": "api-key"}],
     }
@@ -220,7 +175,7 @@ def test_a_secret_is_made_only_for_what_has_no_existing_secret() -> None:
 @pytest.mark.parametrize("values", SETS)
 def test_pod_is_locked_down(values: dict[str, Any]) -> None:
     kinds = render(values)
-    pod = one(kinds, "Deployment")["spec"]["template"]["spec"]
+    pod = pod_spec(kinds)
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001
@@ -237,12 +192,15 @@ def test_pod_is_locked_down(values: dict[str, Any]) -> None:
 @pytest.mark.parametrize("values", SETS)
 def test_probes_ports_and_rollout(values: dict[str, Any]) -> None:
     kinds = render(values)
-    deployment = one(kinds, "Deployment")
+    deployment = workload(kinds)
     assert deployment["spec"]["replicas"] == values.get("replicaCount", 1)
-    assert deployment["spec"]["strategy"] == {
-        "type": "RollingUpdate",
-        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-    }
+    if deployment["kind"] == "Deployment":  # the new pod first
+        assert deployment["spec"]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        }
+    else:  # one pod at a time, stopped before its successor starts on its claim
+        assert deployment["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
     c = container(kinds)
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
@@ -254,14 +212,14 @@ def test_probes_ports_and_rollout(values: dict[str, Any]) -> None:
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     shutdown = float(settings_map(kinds)["PHONET_SHUTDOWN_TIMEOUT"])
     assert grace > shutdown + 2
-    service = one(kinds, "Service")
+    service = metrics_service(kinds)
     assert service["spec"]["ports"][0]["port"] == 9120
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
 
 
 def test_config_changes_roll_the_pod() -> None:
     def checksums(values: dict[str, Any]) -> dict[str, str]:
-        meta = one(render(values), "Deployment")["spec"]["template"]["metadata"]
+        meta = workload(render(values))["spec"]["template"]["metadata"]
         return {k: v for k, v in meta["annotations"].items() if k.startswith("checksum/")}
 
     base = checksums(INLINE)
@@ -300,9 +258,7 @@ def test_security_values_reach_the_pod() -> None:
     assert data["AMQP_CA_FILE"] == "/etc/phonet-producer/amqp-tls/ca.crt"
     assert data["AMQP_CERT_FILE"] == "/etc/phonet-producer/amqp-tls/tls.crt"
     assert data["AMQP_KEY_FILE"] == "/etc/phonet-producer/amqp-tls/tls.key"
-    spec = one(kinds, "Deployment")["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    assert volumes["amqp-tls"]["secret"]["secretName"] == "rabbitmq-client-tls"
+    assert volumes(kinds)["amqp-tls"]["secret"]["secretName"] == "rabbitmq-client-tls"
     mounts = {m["name"]: m for m in container(kinds)["volumeMounts"]}
     assert mounts["amqp-tls"]["readOnly"] is True
     # The key is mounted as a directory (no subPath): a rotated Secret reaches the pod.
@@ -326,38 +282,29 @@ def test_network_policy_admits_only_the_scraper_and_the_kubelet() -> None:
     assert closed["spec"]["ingress"] == []
 
 
-def test_several_replicas_spread_and_keep_one_running() -> None:
-    one_replica = render(INLINE)
-    assert (
-        "topologySpreadConstraints"
-        not in one(one_replica, "Deployment")["spec"]["template"]["spec"]
-    )
+@pytest.mark.parametrize("persistent", [False, True], ids=["deployment", "statefulset"])
+def test_several_replicas_spread_and_keep_one_running(persistent: bool) -> None:
+    one_replica = render(spool(persistent, 1))
+    assert "topologySpreadConstraints" not in pod_spec(one_replica)
     assert "PodDisruptionBudget" not in one_replica
-    kinds = render({**INLINE, "replicaCount": 3})
-    spec = one(kinds, "Deployment")["spec"]
+    kinds = render(spool(persistent, 3))
+    spec = workload(kinds)["spec"]
     assert spec["replicas"] == 3
     (spread,) = spec["template"]["spec"]["topologySpreadConstraints"]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
     assert spread["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
-    assert one(kinds, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    budget = one(kinds, "PodDisruptionBudget")["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert budget["selector"] == spec["selector"]
     assert settings_map(kinds)["PHONET_STANDBY"] == "hot"
 
 
-def test_spool_on_a_kept_claim() -> None:
+def test_production_spool_is_on_a_claim_per_replica_of_its_class() -> None:
     kinds = render(PRODUCTION)
-    claim = one(kinds, "PersistentVolumeClaim")
-    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    (claim,) = one(kinds, "StatefulSet")["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["storageClassName"] == "ssd"
-    volumes = {
-        v["name"]: v for v in one(kinds, "Deployment")["spec"]["template"]["spec"]["volumes"]
-    }
-    assert volumes["spool"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
-    emptydir = render({**INLINE, "spool": {"enabled": True}})
-    assert "PersistentVolumeClaim" not in emptydir
-    spool = {
-        v["name"]: v for v in one(emptydir, "Deployment")["spec"]["template"]["spec"]["volumes"]
-    }
-    assert spool["spool"]["emptyDir"] == {"sizeLimit": "512Mi"}
+    assert claim["spec"]["resources"] == {"requests": {"storage": "2Gi"}}
+    assert "PersistentVolumeClaim" not in kinds
 
 
 def test_helm_test_hook_fetches_readyz() -> None:
@@ -390,6 +337,16 @@ def test_notes_say_what_is_missing() -> None:
         pytest.param({"exchange": "amq.topic"}, "exchange", id="reserved-exchange"),
         pytest.param({"spool": {"fsync": "sometimes"}}, "fsync", id="fsync-enum"),
         pytest.param({"image": {"digest": "latest"}}, "digest", id="bad-digest"),
+        pytest.param(
+            {"spool": {"persistence": {"accessModes": ["ReadOnlyMany"]}}},
+            "accessModes",
+            id="read-only-spool",
+        ),
+        pytest.param(
+            {"spool": {"persistence": {"retentionPolicy": {"whenScaled": "Keep"}}}},
+            "whenScaled",
+            id="retention-enum",
+        ),
     ],
 )
 def test_schema_rejects(values: dict[str, Any], needle: str) -> None:
@@ -398,9 +355,17 @@ def test_schema_rejects(values: dict[str, Any], needle: str) -> None:
     assert needle in str(info.value)
 
 
-def test_grace_period_must_exceed_the_shutdown_timeout() -> None:
-    with pytest.raises(helm.HelmError, match="terminationGracePeriodSeconds"):
-        render({"shutdownTimeout": 30, "terminationGracePeriodSeconds": 31})
+@pytest.mark.parametrize(
+    ("shutdown", "grace"), [(30, 31), (28.5, 30), (28, 30)], ids=["under", "fraction", "equal"]
+)
+def test_grace_period_must_exceed_the_shutdown_timeout(shutdown: float, grace: int) -> None:
+    message = (
+        f"terminationGracePeriodSeconds ({grace}) must exceed shutdownTimeout ({shutdown}) + 2"
+    )
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render({"shutdownTimeout": shutdown, "terminationGracePeriodSeconds": grace})
+    kinds = render({"shutdownTimeout": grace - 2.5, "terminationGracePeriodSeconds": grace})
+    assert pod_spec(kinds)["terminationGracePeriodSeconds"] == grace
 
 
 # --- the image ----------------------------------------------------------------------------

@@ -29,12 +29,48 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Common labels. */}}
 {{- define "phonet-producer.labels" -}}
+{{ include "phonet-producer.labelsFor" (dict "root" . "component" "producer") }}
+{{- end }}
+
+{{/* Common labels with another component: (dict "root" $ "component" "...").
+The Services' component tells the ServiceMonitor which one to scrape. */}}
+{{- define "phonet-producer.labelsFor" -}}
+helm.sh/chart: {{ include "phonet-producer.chart" .root }}
+{{ include "phonet-producer.selectorLabels" .root }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: phonet-producer
+{{- end }}
+
+{{/* The `helm test` pod's labels: another app.kubernetes.io/name, so that no selector of the
+producer's pods (workload, PodDisruptionBudget, Service, NetworkPolicy, topology spread)
+picks it up; a PodDisruptionBudget that selects a pod without a controller stops allowing
+evictions ("found no controller ref"), and a failed test pod is kept. */}}
+{{- define "phonet-producer.testLabels" -}}
 helm.sh/chart: {{ include "phonet-producer.chart" . }}
-{{ include "phonet-producer.selectorLabels" . }}
+app.kubernetes.io/name: {{ printf "%s-test" (include "phonet-producer.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/component: producer
+app.kubernetes.io/component: test
 app.kubernetes.io/part-of: phonet-producer
+{{- end }}
+
+{{/* True when the spool lives on persistent volumes: the pods then run in a StatefulSet,
+each replica with its own claim (one producer per spool directory). */}}
+{{- define "phonet-producer.persistentSpool" -}}
+{{- if and .Values.spool.enabled .Values.spool.persistence.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The StatefulSet's governing (headless) Service. */}}
+{{- define "phonet-producer.headlessName" -}}
+{{- printf "%s-headless" (include "phonet-producer.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Where the spool is mounted (PHONET_SPOOL_DIR). */}}
+{{- define "phonet-producer.spoolDir" -}}
+/var/lib/phonet-producer/spool
 {{- end }}
 
 {{- define "phonet-producer.serviceAccountName" -}}
@@ -103,7 +139,7 @@ AMQP_KEY_FILE: {{ printf "/etc/phonet-producer/amqp-tls/%s" $.Values.amqp.tls.ke
 {{- end }}
 {{- end }}
 {{- if .Values.spool.enabled }}
-PHONET_SPOOL_DIR: "/var/lib/phonet-producer/spool"
+PHONET_SPOOL_DIR: {{ include "phonet-producer.spoolDir" . | quote }}
 PHONET_SPOOL_MAX_BYTES: {{ .Values.spool.maxBytes | int64 | quote }}
 PHONET_SPOOL_FSYNC: {{ .Values.spool.fsync | quote }}
 {{- end }}
@@ -111,7 +147,10 @@ PHONET_SPOOL_FSYNC: {{ .Values.spool.fsync | quote }}
 
 {{/* Fail early on values that cannot work together. */}}
 {{- define "phonet-producer.validate" -}}
-{{- if le (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownTimeout) 2 | int) }}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) (addf .Values.shutdownTimeout 2) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownTimeout (%v) + 2 so the producer can drain before it is killed" .Values.terminationGracePeriodSeconds .Values.shutdownTimeout) }}
+{{- end }}
+{{- if and (include "phonet-producer.persistentSpool" .) .Values.spool.persistence.existingClaim (gt (int .Values.replicaCount) 1) }}
+{{- fail (printf "spool.persistence.existingClaim (%s) is one claim and replicaCount is %d: each replica needs a spool of its own (one producer per spool directory; a second one stops at start). Leave spool.persistence.existingClaim empty for a claim per replica, or set replicaCount to 1" .Values.spool.persistence.existingClaim (int .Values.replicaCount)) }}
 {{- end }}
 {{- end }}
