@@ -347,6 +347,9 @@ def test_notes_say_what_is_missing() -> None:
             "whenScaled",
             id="retention-enum",
         ),
+        pytest.param(
+            {"terminationGracePeriodSeconds": 2}, "terminationGracePeriodSeconds", id="grace-2s"
+        ),
     ],
 )
 def test_schema_rejects(values: dict[str, Any], needle: str) -> None:

@@ -202,6 +202,21 @@ def test_notes_say_where_the_spool_is_and_what_scaling_down_does() -> None:
             " each replica needs a spool of its own",
             id="existing-claim-shared",
         ),
+        pytest.param(
+            {**INLINE, "extraEnv": [{"name": "PHONET_SHUTDOWN_TIMEOUT", "value": "60"}]},
+            "extraEnv sets PHONET_SHUTDOWN_TIMEOUT: set shutdownTimeout instead",
+            id="extra-env-shutdown-timeout",
+        ),
+        pytest.param(
+            {**spool(True, 3), "extraEnv": [{"name": "PHONET_SPOOL_DIR", "value": "/tmp/s"}]},
+            "extraEnv sets PHONET_SPOOL_DIR: set spool.enabled instead",
+            id="extra-env-spool-dir",
+        ),
+        pytest.param(
+            {**INLINE, "extraEnv": [{"name": "PHONET_REPLICA_ID", "value": "one"}]},
+            "extraEnv sets PHONET_REPLICA_ID: the chart sets it to the pod name",
+            id="extra-env-replica-id",
+        ),
     ],
 )
 def test_render_refuses(values: dict[str, Any], message: str) -> None:

@@ -150,6 +150,13 @@ PHONET_SPOOL_FSYNC: {{ .Values.spool.fsync | quote }}
 {{- if le (float64 .Values.terminationGracePeriodSeconds) (addf .Values.shutdownTimeout 2) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownTimeout (%v) + 2 so the producer can drain before it is killed" .Values.terminationGracePeriodSeconds .Values.shutdownTimeout) }}
 {{- end }}
+{{- /* The chart sets these itself; an extraEnv copy would win over it unseen. */ -}}
+{{- $managed := dict "PHONET_SHUTDOWN_TIMEOUT" "set shutdownTimeout instead (the grace period is checked against it)" "PHONET_SPOOL_DIR" "set spool.enabled instead (the chart mounts the spool volume there)" "PHONET_REPLICA_ID" "the chart sets it to the pod name, unique per replica" }}
+{{- range .Values.extraEnv }}
+{{- if hasKey $managed .name }}
+{{- fail (printf "extraEnv sets %s: %s" .name (get $managed .name)) }}
+{{- end }}
+{{- end }}
 {{- if and (include "phonet-producer.persistentSpool" .) .Values.spool.persistence.existingClaim (gt (int .Values.replicaCount) 1) }}
 {{- fail (printf "spool.persistence.existingClaim (%s) is one claim and replicaCount is %d: each replica needs a spool of its own (one producer per spool directory; a second one stops at start). Leave spool.persistence.existingClaim empty for a claim per replica, or set replicaCount to 1" .Values.spool.persistence.existingClaim (int .Values.replicaCount)) }}
 {{- end }}
