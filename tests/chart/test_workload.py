@@ -127,6 +127,12 @@ def test_an_existing_claim_serves_one_replica() -> None:
     assert volumes(kinds)["spool"]["persistentVolumeClaim"] == {"claimName": "phonet-spool"}
 
 
+def test_a_statefulset_name_of_52_characters_is_accepted() -> None:
+    kinds = render({**spool(True, 3), "fullnameOverride": "x" * 52})
+    assert one(kinds, "StatefulSet")["metadata"]["name"] == "x" * 52
+    assert render({**spool(False, 3), "fullnameOverride": "x" * 63})["Deployment"]  # no hash
+
+
 def test_the_retention_policy_reaches_the_statefulset() -> None:
     kinds = render(
         spool(True, 3, retentionPolicy={"whenScaled": "Delete", "whenDeleted": "Delete"})
@@ -201,6 +207,11 @@ def test_notes_say_where_the_spool_is_and_what_scaling_down_does() -> None:
             "spool.persistence.existingClaim (phonet-spool) is one claim and replicaCount is 3:"
             " each replica needs a spool of its own",
             id="existing-claim-shared",
+        ),
+        pytest.param(
+            {**spool(True, 3), "fullnameOverride": "x" * 53},
+            f"the StatefulSet's name {'x' * 53} has 53 characters, more than 52",
+            id="statefulset-name-too-long",
         ),
         pytest.param(
             {**INLINE, "extraEnv": [{"name": "PHONET_SHUTDOWN_TIMEOUT", "value": "60"}]},

@@ -157,6 +157,11 @@ PHONET_SPOOL_FSYNC: {{ .Values.spool.fsync | quote }}
 {{- fail (printf "extraEnv sets %s: %s" .name (get $managed .name)) }}
 {{- end }}
 {{- end }}
+{{- $fullname := include "phonet-producer.fullname" . }}
+{{- if and (include "phonet-producer.persistentSpool" .) (gt (len $fullname) 52) }}
+{{- /* kubernetes/kubernetes#64023: the label would pass 63 characters and no pod would start. */ -}}
+{{- fail (printf "the StatefulSet's name %s has %d characters, more than 52: Kubernetes labels each of its pods with the name, a hyphen and a 10-character revision hash (at most 63 in all), so no pod would start. Set fullnameOverride (or a shorter release name)" $fullname (len $fullname)) }}
+{{- end }}
 {{- if and (include "phonet-producer.persistentSpool" .) .Values.spool.persistence.existingClaim (gt (int .Values.replicaCount) 1) }}
 {{- fail (printf "spool.persistence.existingClaim (%s) is one claim and replicaCount is %d: each replica needs a spool of its own (one producer per spool directory; a second one stops at start). Leave spool.persistence.existingClaim empty for a claim per replica, or set replicaCount to 1" .Values.spool.persistence.existingClaim (int .Values.replicaCount)) }}
 {{- end }}
