@@ -183,8 +183,10 @@ JSON = st.recursive(
     | st.floats()
     | st.text(max_size=20)
     | st.sampled_from(["001", "x@example.com", " 001 "]),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(["ext", "email", "id", "uuid"]), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["ext", "email", "id", "uuid"]), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 ROW = st.dictionaries(st.sampled_from(["uuid", "endAt", "leg", "leg2", "extra"]), JSON)
