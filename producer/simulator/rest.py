@@ -11,7 +11,9 @@ it is down, and see the producer read them back. Shapes follow ``phonet-rest-api
 
 Without a valid session cookie: 401. ``fault`` makes the data endpoints misbehave
 (``"500"``, ``"bad_json"``, ``"timeout"``, ``"empty"``, ``"401"``) for fault tests;
-``history_delay`` makes a finished call appear in history only that many seconds later.
+``history_delay`` makes a finished call appear in history only that many seconds later;
+``CallLog.odd_rows`` are served as they are at the head of every history answer, whatever
+the window (rows of any shape, for tests of hostile answers).
 A tiny HTTP/1.1 server: one request per connection, bounded head and body.
 """
 
@@ -42,6 +44,8 @@ class CallLog:
         self.history_delay = 0.0
         self.finished: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self.active: dict[str, dict[str, Any]] = {}
+        self.odd_rows: list[Any] = []
+        """Served first in every history answer, unchecked (hostile shapes for tests)."""
 
     def record(self, frame: dict[str, Any]) -> None:
         uuid, event = frame.get("uuid"), frame.get("event")
@@ -97,7 +101,7 @@ class CallLog:
             for available, record in self.finished.values()
             if available <= now and time_from <= record["endAt"] <= time_to
         ]
-        return sorted(rows, key=lambda r: r["endAt"], reverse=True)
+        return self.odd_rows + sorted(rows, key=lambda r: r["endAt"], reverse=True)
 
 
 class RestServer:
