@@ -24,7 +24,7 @@ import contextlib
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,6 +35,23 @@ from producer.events import to_millis
 MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024
 MAX_HISTORY = 100_000
+
+
+def staff_of(subscribers: Iterable[str]) -> list[dict[str, Any]]:
+    """An employee per subscriber, sorted: extensions keep their number, e-mails get one
+    from 900."""
+    rows = []
+    for n, subscriber in enumerate(sorted(subscribers), start=1):
+        email = "@" in subscriber
+        rows.append(
+            {
+                "id": n,
+                "displayName": f"Agent {subscriber}",
+                "ext": str(900 + n) if email else subscriber,
+                "email": subscriber if email else f"agent{subscriber}@example.com",
+            }
+        )
+    return rows
 
 
 class CallLog:
