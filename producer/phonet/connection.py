@@ -57,17 +57,32 @@ class PhonetConnection(ClientConnection):
         return data, self._guess(data)
 
     def release(self) -> None:
-        """Once closed (the transport is aborted first if it is not), break the cycle
-        websockets' protocol object forms with the error that ended its frame parser (the
-        error's traceback holds the parser's frame, which holds the protocol), so a dead
-        connection is freed at once by reference counting instead of waiting for a full
-        garbage collection (see :mod:`producer.gcpolicy`).
+        """Once closed (the transport is aborted first if the connection is not lost yet),
+        break the cycle websockets' protocol object forms with the error that ended its
+        frame parser (the error's traceback holds the parser's frame, which holds the
+        protocol), so a dead connection is freed at once by reference counting instead of
+        waiting for a full garbage collection (see :mod:`producer.gcpolicy`).
+
+        The parser is closed only after the transport reported the loss: asyncio calls
+        ``connection_lost`` a loop iteration after an abort, and websockets then feeds the
+        end of the stream to the parser — a closed generator there raised StopIteration
+        in asyncio's callback (an ERROR traceback per socket when a shutdown cancelled a
+        close the PBX did not answer). Until then the waiter's callback holds the
+        connection; it runs right after ``connection_lost``.
         websockets internals: should they change, the collector reclaims it later."""
+        lost = self.connection_lost_waiter
+        if lost.done():
+            self._break_cycles()
+            return
         transport = self.transport
-        if transport is not None and not transport.is_closing():
+        if transport is not None:
             # Cancelled mid close handshake: the socket must not stay open without a
-            # reader callback (asyncio would then fail on every byte that arrives).
+            # reader (asyncio would then fail on every byte that arrives); a transport
+            # already closing gracefully may wait for a peer that reads nothing.
             transport.abort()
+        lost.add_done_callback(self._break_cycles)
+
+    def _break_cycles(self, _lost: object = None) -> None:
         with contextlib.suppress(Exception):
             exc = self.protocol.parser_exc
             if exc is not None:

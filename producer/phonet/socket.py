@@ -201,7 +201,10 @@ class SubscriberSocket:
             else:
                 assert isinstance(ws, PhonetConnection)
                 if self._closing:  # close() ran while the handshake was in progress
-                    await ws.close(CloseCode.GOING_AWAY, "producer shutting down")
+                    try:
+                        await ws.close(CloseCode.GOING_AWAY, "producer shutting down")
+                    finally:  # also when the shutdown budget cancels the close
+                        ws.release()
                     return
                 started = loop.time()
                 self.key_version = version

@@ -7,10 +7,12 @@ from prometheus_client import CollectorRegistry, Counter
 ENDPOINTS = ("authorize", "users", "history", "active")
 RESULTS = ("ok", "auth", "http", "timeout", "network", "bad_json")
 FILLED = ("history", "active")
+LOOPS = ("discovery", "file", "backfill")
 
 
 class RestMetrics:
-    """``phonet_rest_requests_total{endpoint,result}``, gaps, backfilled calls, failures."""
+    """``phonet_rest_requests_total{endpoint,result}``, gaps, backfilled calls, failures,
+    and the REST loops' rounds that failed on a bug (see :mod:`producer.rest.supervise`)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         counter = Counter(
@@ -35,3 +37,11 @@ class RestMetrics:
             "Backfill reads that failed (a gap is read again later, a bounded number of times)",
             registry=registry,
         )
+        loop_failures = Counter(
+            "phonet_rest_loop_failures",
+            "Rounds of a REST loop that failed unexpectedly (a bug, logged with its"
+            " traceback); the loop goes on after a backoff",
+            ["loop"],
+            registry=registry,
+        )
+        self.loop_failures = {loop: loop_failures.labels(loop) for loop in LOOPS}

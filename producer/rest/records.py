@@ -15,6 +15,7 @@ keeps what it had. Nothing here sees the API key.
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,10 +45,15 @@ def _rows(data: Any, what: str) -> list[dict[str, Any]]:
 
 
 def _text(value: Any) -> str | None:
+    """A name or an id: a non-blank string (stripped) or an integer (spelled out). Any
+    other JSON value (null, a bool, a float, a list, an object) is None; never raises."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # more digits than int→str allows (sys.get_int_max_str_digits)
+            return None
     if isinstance(value, str) and value.strip():
         return value.strip()
     return None
@@ -141,17 +147,28 @@ class CallRecord:
 
     def involves(self, subscriber: str, ext: str | None = None) -> bool:
         """True when ``leg`` or ``leg2`` is this subscriber: by ``ext`` or ``email``, or by
-        the subscriber's extension ``ext`` when known (an e-mail subscriber)."""
-        names = {subscriber} if ext is None else {subscriber, ext}
+        the subscriber's extension ``ext`` when known (an e-mail subscriber).
+
+        Only a leg that is an object, and in it only a string or an integer, can name
+        someone: any other JSON value (a list, an object, a bool, a float) names nobody and
+        never raises (one odd row must not stop a backfill)."""
+        names = (subscriber, ext)
         for key in ("leg", "leg2"):
             leg = self.raw.get(key)
-            if isinstance(leg, dict) and ({_text(leg.get("ext")), leg.get("email")} & names):
-                return True
+            if not isinstance(leg, dict):
+                continue
+            for name in (_text(leg.get("ext")), _text(leg.get("email"))):
+                if name is not None and name in names:
+                    return True
         return False
 
 
 def _millis(value: Any) -> int | None:
+    """Epoch milliseconds from a number (seconds below 10^12); None for anything else,
+    including a float that is not finite (never raises)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     millis = int(value)
     return millis * 1000 if 0 < millis < 10**12 else millis  # seconds in some samples

@@ -2,7 +2,9 @@
 missed calls filled in. The adapter between the REST client, the socket pool and the
 publisher; the decisions are pure (:mod:`.records`, :mod:`.gaps`).
 
-Three loops, each started only when configured, each stopped by :meth:`RestService.close`:
+Three loops, each started only when configured, each stopped by :meth:`RestService.close`,
+each a sequence of rounds run by :func:`~producer.rest.supervise.supervised` (a round that
+fails on a bug is logged, counted and retried after a backoff: the loop never dies):
 
 * **discovery** (``PHONET_SUBSCRIBERS=auto``): every ``PHONET_DISCOVERY_INTERVAL`` seconds
   (sooner, with backoff, until the first list arrives) list the employees and make the
@@ -49,6 +51,7 @@ from producer.rest.records import (
     calls_of,
     employees,
 )
+from producer.rest.supervise import supervised
 from producer.routing import made_key
 
 log = logging.getLogger("producer.rest")
@@ -92,17 +95,25 @@ class RestService:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._logs = {k: BurstLog(log, interval=60.0) for k in ("discovery", "file", "backfill")}
+        self._discovery_retry = 1.0
+        self._file_last: tuple[str, ...] | None = None
 
     # --- from the app -----------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
         if s.discovery:
-            self._tasks.append(asyncio.create_task(self._discover(), name="rest:discovery"))
+            self._loop("discovery", self._discover)
         if s.phonet_subscribers_file is not None:
-            self._tasks.append(
-                asyncio.create_task(self._watch_file(s.phonet_subscribers_file), name="rest:file")
-            )
-        self._tasks.append(asyncio.create_task(self._fill(), name="rest:backfill"))
+            path = s.phonet_subscribers_file
+            with contextlib.suppress(ValueError):
+                self._file_last = read_subscribers_file(path)  # what the app applied
+            self._loop("file", lambda: self._watch_file(path))
+        self._loop("backfill", self._fill)
+
+    def _loop(self, name: str, one_round: Callable[[], Awaitable[None]]) -> None:
+        failures = self.metrics.loop_failures[name]
+        task = asyncio.create_task(supervised(name, one_round, failures), name=f"rest:{name}")
+        self._tasks.append(task)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -185,22 +196,22 @@ class RestService:
 
     # --- backfill ---------------------------------------------------------------------
     async def _fill(self) -> None:
-        """Until cancelled: read calls in progress for reconnected sockets, and every due
-        gap window (batched), then sleep until the next is due."""
-        while True:
-            if self._active:
-                await self._fill_active()
-            jobs: list[Job] = []
-            while len(jobs) < BATCH and (job := self.plan.take(_now())) is not None:
-                jobs.append(job)
-            if jobs:
-                await self._fill_history(jobs)
-                continue
-            due = self.plan.next_due()
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(None if due is None else max(0.0, due - _now())):
-                    await self._wake.wait()
+        """One round: read calls in progress for reconnected sockets and the due gap
+        windows (batched); when nothing is due, sleep until something is (or a gap wakes
+        it). Cancellation stops it; the jobs it held are rescheduled."""
+        if self._active:
+            await self._fill_active()
+        jobs: list[Job] = []
+        while len(jobs) < BATCH and (job := self.plan.take(_now())) is not None:
+            jobs.append(job)
+        if jobs:
+            await self._fill_history(jobs)
+            return
+        due = self.plan.next_due()
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if due is None else max(0.0, due - _now())):
+                await self._wake.wait()
 
     async def _fill_active(self) -> None:
         subscribers, self._active = self._active, set()
@@ -247,8 +258,10 @@ class RestService:
                         {"subscriber": job.gap.subscriber, "uuid": record.uuid, "source": "rest"},
                         stable_id("history", job.gap.subscriber, record.uuid),
                     )
-        for job in jobs:
-            self.plan.done(job, started)
+        finally:
+            # Also after a bug or a cancellation: each job keeps its bounded next reads.
+            for job in jobs:
+                self.plan.done(job, started)
 
     async def _history(self, low: int, high: int) -> list[CallRecord]:
         """Every finished call in ``[low, high]`` ms, paged (pages may shift while calls
@@ -275,65 +288,67 @@ class RestService:
 
     # --- the subscriber list ----------------------------------------------------------
     async def _discover(self) -> None:
-        """Until cancelled: list the employees and apply the list (see Directory)."""
-        s, retry = self.settings, 1.0
-        while True:
+        """One round: list the employees and apply the list (see Directory), then wait
+        for the next poll (sooner, doubling, after a failure). Cancellation stops it."""
+        s = self.settings
+        try:
+            data = await self.client.get("users", "rest/users")
+            found = employees(data, s.phonet_discovery_field, s.phonet_subscribers_exclude)
+        except (RestUnavailable, BadAnswer) as exc:
+            self.discovery_error = str(exc)[:200]
+            self._logs["discovery"](
+                logging.WARNING,
+                "cannot list employees (%s); keeping the current %d subscribers",
+                self.discovery_error,
+                len(self.directory.current),
+            )
+            retry = self._discovery_retry
+            self._discovery_retry = min(retry * 2, s.phonet_discovery_interval)
+            await asyncio.sleep(min(retry, s.phonet_discovery_interval))
+            return
+        self._discovery_retry, self.discovery_error = 1.0, None
+        self._ext_of = found.ext_of
+        before = self.directory.current
+        wanted = self.directory.offer(found.subscribers)
+        if self.directory.held:
+            self._logs["discovery"](logging.WARNING, "%s", self.directory.held)
+        if wanted is not None:
             try:
-                data = await self.client.get("users", "rest/users")
-                found = employees(data, s.phonet_discovery_field, s.phonet_subscribers_exclude)
-            except (RestUnavailable, BadAnswer) as exc:
-                self.discovery_error = str(exc)[:200]
-                self._logs["discovery"](
-                    logging.WARNING,
-                    "cannot list employees (%s); keeping the current %d subscribers",
-                    self.discovery_error,
-                    len(self.directory.current),
-                )
-                await asyncio.sleep(min(retry, s.phonet_discovery_interval))
-                retry = min(retry * 2, s.phonet_discovery_interval)
-                continue
-            retry, self.discovery_error = 1.0, None
-            self._ext_of = found.ext_of
-            before = self.directory.current
-            wanted = self.directory.offer(found.subscribers)
-            if self.directory.held:
-                self._logs["discovery"](logging.WARNING, "%s", self.directory.held)
-            if wanted is not None:
                 await self.apply(wanted)
-                log.info(
-                    "subscribers discovered",
-                    extra={
-                        "subscribers": len(wanted),
-                        "added": len(set(wanted) - set(before)),
-                        "removed": len(set(before) - set(wanted)),
-                        "skipped": found.skipped,
-                        "excluded": found.excluded,
-                    },
-                )
-            await asyncio.sleep(s.phonet_discovery_interval)
+            except BaseException:
+                self.directory.current = before  # not applied: offered again next round
+                raise
+            log.info(
+                "subscribers discovered",
+                extra={
+                    "subscribers": len(wanted),
+                    "added": len(set(wanted) - set(before)),
+                    "removed": len(set(before) - set(wanted)),
+                    "skipped": found.skipped,
+                    "excluded": found.excluded,
+                },
+            )
+        await asyncio.sleep(s.phonet_discovery_interval)
 
     async def _watch_file(self, path: Path) -> None:
-        """Until cancelled: apply the file's subscribers whenever its content changes."""
-        last: tuple[str, ...] | None = None
-        with contextlib.suppress(ValueError):
-            last = read_subscribers_file(path)  # what start() applied
-        while True:
-            await asyncio.sleep(FILE_CHECK_INTERVAL)
-            try:
-                wanted = read_subscribers_file(path)
-            except ValueError as exc:
-                self.file_error = str(exc)[:200]
-                self._logs["file"](
-                    logging.WARNING,
-                    "PHONET_SUBSCRIBERS_FILE: %s; keeping the current subscribers",
-                    self.file_error,
-                )
-                continue
-            self.file_error = None
-            if wanted != last:
-                await self.apply(wanted)
-                log.info("subscribers file changed", extra={"subscribers": len(wanted)})
-                last = wanted
+        """One round: wait ``FILE_CHECK_INTERVAL`` seconds, then apply the file's
+        subscribers if its content changed. Cancellation stops it."""
+        await asyncio.sleep(FILE_CHECK_INTERVAL)
+        try:
+            wanted = read_subscribers_file(path)
+        except ValueError as exc:
+            self.file_error = str(exc)[:200]
+            self._logs["file"](
+                logging.WARNING,
+                "PHONET_SUBSCRIBERS_FILE: %s; keeping the current subscribers",
+                self.file_error,
+            )
+            return
+        self.file_error = None
+        if wanted != self._file_last:
+            await self.apply(wanted)
+            log.info("subscribers file changed", extra={"subscribers": len(wanted)})
+            self._file_last = wanted
 
 
 def _body(record: CallRecord) -> bytes:

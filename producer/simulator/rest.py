@@ -11,7 +11,9 @@ it is down, and see the producer read them back. Shapes follow ``phonet-rest-api
 
 Without a valid session cookie: 401. ``fault`` makes the data endpoints misbehave
 (``"500"``, ``"bad_json"``, ``"timeout"``, ``"empty"``, ``"401"``) for fault tests;
-``history_delay`` makes a finished call appear in history only that many seconds later.
+``history_delay`` makes a finished call appear in history only that many seconds later;
+``CallLog.odd_rows`` are served as they are at the head of every history answer, whatever
+the window (rows of any shape, for tests of hostile answers).
 A tiny HTTP/1.1 server: one request per connection, bounded head and body.
 """
 
@@ -22,7 +24,7 @@ import contextlib
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,6 +37,23 @@ MAX_BODY = 64 * 1024
 MAX_HISTORY = 100_000
 
 
+def staff_of(subscribers: Iterable[str]) -> list[dict[str, Any]]:
+    """An employee per subscriber, sorted: extensions keep their number, e-mails get one
+    from 900."""
+    rows = []
+    for n, subscriber in enumerate(sorted(subscribers), start=1):
+        email = "@" in subscriber
+        rows.append(
+            {
+                "id": n,
+                "displayName": f"Agent {subscriber}",
+                "ext": str(900 + n) if email else subscriber,
+                "email": subscriber if email else f"agent{subscriber}@example.com",
+            }
+        )
+    return rows
+
+
 class CallLog:
     """Calls as the PBX remembers them, from the frames it sends."""
 
@@ -42,6 +61,8 @@ class CallLog:
         self.history_delay = 0.0
         self.finished: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self.active: dict[str, dict[str, Any]] = {}
+        self.odd_rows: list[Any] = []
+        """Served first in every history answer, unchecked (hostile shapes for tests)."""
 
     def record(self, frame: dict[str, Any]) -> None:
         uuid, event = frame.get("uuid"), frame.get("event")
@@ -97,7 +118,7 @@ class CallLog:
             for available, record in self.finished.values()
             if available <= now and time_from <= record["endAt"] <= time_to
         ]
-        return sorted(rows, key=lambda r: r["endAt"], reverse=True)
+        return self.odd_rows + sorted(rows, key=lambda r: r["endAt"], reverse=True)
 
 
 class RestServer:

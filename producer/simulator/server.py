@@ -10,6 +10,8 @@ subscriber, :meth:`~PhonetSimulator.drop` sockets, set ``refuse_status`` to refu
 handshakes or ``handshake_delay`` to make them slow (``handshakes_peak`` then tells how
 many were in progress at once), replace ``on_action`` to script the PBX's answers, read
 ``actions`` (what the producer sent) and ``sent`` (what the simulator delivered).
+:meth:`~PhonetSimulator.deafen` makes it hang (off by default): it stops reading some or
+all sockets, so it answers no ping and no close frame, as a stalled PBX does.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from websockets.http11 import Request, Response
 
 from producer.logs import ScrubFilter
 from producer.simulator.calls import CallFactory, Frame, Quirks, Script, click2call_reply
-from producer.simulator.rest import CallLog, RestServer
+from producer.simulator.rest import CallLog, RestServer, staff_of
 
 log = logging.getLogger("producer.simulator")
 _ws_log = logging.getLogger("producer.simulator.ws")
@@ -103,6 +105,7 @@ class PhonetSimulator:
         self.refused: collections.Counter[int] = collections.Counter()
         self.frames_sent = 0
         self._conns: dict[str, set[ServerConnection]] = collections.defaultdict(set)
+        self._deaf: set[str | None] = set()  # None: every subscriber
         self._changed = asyncio.Condition()
         self._server: Server | None = None
         self._traffic: asyncio.Task[None] | None = None
@@ -145,6 +148,7 @@ class PhonetSimulator:
 
     async def close(self) -> None:
         """Stop traffic and scheduled answers, close every socket and stop listening."""
+        self.hear()  # a deaf socket would make the closing handshake wait for its timeout
         await self.stop_traffic()
         for task in list(self._plays):
             task.cancel()
@@ -205,22 +209,9 @@ class PhonetSimulator:
         return self.rest.url
 
     def employees(self) -> list[dict[str, Any]]:
-        """What ``GET /rest/users`` lists: ``staff`` when set, else the known subscribers
-        (extensions keep their number, e-mails get one from 900)."""
-        if self.staff is not None:
-            return list(self.staff)
-        rows = []
-        for n, subscriber in enumerate(sorted(self.known or ()), start=1):
-            email = "@" in subscriber
-            rows.append(
-                {
-                    "id": n,
-                    "displayName": f"Agent {subscriber}",
-                    "ext": str(900 + n) if email else subscriber,
-                    "email": subscriber if email else f"agent{subscriber}@example.com",
-                }
-            )
-        return rows
+        """What ``GET /rest/users`` lists: ``staff`` when set, else one employee per known
+        subscriber (:func:`~producer.simulator.rest.staff_of`)."""
+        return list(self.staff) if self.staff is not None else staff_of(self.known or ())
 
     def sockets_of(self, subscriber: str) -> int:
         """How many sockets are open for ``subscriber`` (an owner and a standby: two)."""
@@ -240,6 +231,8 @@ class PhonetSimulator:
         async with self._changed:
             self._conns[subscriber].add(ws)
             self._changed.notify_all()
+        if self._deaf & {None, subscriber}:
+            ws.transport.pause_reading()
         log.debug("socket open", extra={"subscriber": subscriber})
         try:
             async for message in ws:
@@ -329,6 +322,23 @@ class PhonetSimulator:
             else:
                 await ws.close(code, "simulator drop")
         return len(targets)
+
+    def deafen(self, subscriber: str | None = None) -> int:
+        """Stop reading ``subscriber``'s sockets (everyone's when None), open or opened
+        later, until :meth:`hear`: a stalled PBX, it answers no ping and no close frame (the
+        producer's close waits out its ``close_timeout``). Returns how many went deaf."""
+        self._deaf.add(subscriber)
+        deaf = [ws for s, conns in self._conns.items() if subscriber in (None, s) for ws in conns]
+        for ws in deaf:
+            ws.transport.pause_reading()
+        return len(deaf)
+
+    def hear(self) -> None:
+        """Undo :meth:`deafen` for every subscriber."""
+        self._deaf.clear()
+        for ws in [ws for conns in self._conns.values() for ws in conns]:
+            if not ws.transport.is_closing():
+                ws.transport.resume_reading()
 
     async def play(self, script: Script) -> None:
         """Send a script's frames at their offsets (scaled by ``time_scale``)."""

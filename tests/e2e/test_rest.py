@@ -4,8 +4,10 @@ API (login cookie, employees, history, calls in progress), the producer, RabbitM
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,3 +229,120 @@ async def test_backfill_failures_are_counted_and_the_gap_still_published(
     assert await rest_count(producer, "history", "http") >= 1
     assert sim.connected("001")
     sim.rest.fault = None
+
+
+# --- hostile answers and bugs (issue 21) ------------------------------------------------
+
+
+async def miss_calls(sim: PhonetSimulator, uuids: list[str]) -> None:
+    """Drop 001's socket, end ``uuids`` while it is away (the PBX's history keeps them,
+    the socket never sees them), and let it back."""
+    sim.refuse_status = 503
+    await sim.drop("001", code=1012)
+    await until(lambda: sim.refused[503] >= 1, what="reconnect refused")
+    for uuid in uuids:
+        assert await sim.send("001", ended(uuid)) == 0
+    sim.refuse_status = None
+    await sim.wait_connected(["001"], timeout=10)
+
+
+def history_of(messages: list[Any]) -> set[str]:
+    return {m.headers["uuid"] for m in messages if m.routing_key == "history.call.001"}
+
+
+async def test_a_hostile_history_row_does_not_stop_the_backfill(
+    sim: PhonetSimulator, start_producer: StartProducer, collector: Collector
+) -> None:
+    """Issue 21: a row whose ``email`` was a list killed the backfill task. Now every row
+    of any shape is read leniently: the gap is published, the good calls of the same read
+    are, the odd row that does name 001 by ``ext`` is (as served), the rest are skipped —
+    and a later gap is filled too (the loop lives on)."""
+    producer = await start_producer("001")
+    producer.rest.plan.retry_after = FAST
+    await sim.wait_connected(["001"])
+    now = int(time.time() * 1000)
+    odd_but_001 = {
+        "uuid": "odd-001",
+        "endAt": now,
+        "leg": {"id": 1, "ext": "001", "email": ["ivan@example.com", "i@example.com"]},
+        "leg2": {"id": 2, "ext": [2], "email": {"address": "olena@example.com"}},
+    }
+    sim.calls.odd_rows = [
+        odd_but_001,
+        {"uuid": "odd-legs", "endAt": now, "leg": ["001"], "leg2": "001"},
+        {"uuid": "odd-fields", "endAt": now, "leg": {"ext": 1.5, "email": True}, "leg2": 7},
+        {"uuid": "odd-end", "endAt": {"ms": now}, "leg": {"ext": "001", "email": None}},
+        {"uuid": ["odd-uuid"], "endAt": "now", "leg": {"ext": {"n": 1}, "email": "x" * 100_000}},
+        "not a row",
+        None,
+    ]
+    await miss_calls(sim, ["missed-0", "missed-1"])
+    messages = await collector.wait_for(
+        lambda ms: history_of(ms) >= {"missed-0", "missed-1", "odd-001"}, timeout=10
+    )
+    assert any(m.routing_key == "gap.001" for m in messages)
+    (odd,) = [m for m in messages if m.headers.get("uuid") == "odd-001"]
+    assert odd.json == odd_but_001  # as Phonet returned it
+
+    await miss_calls(sim, ["later"])  # the backfill loop is still there
+    messages = await collector.wait_for(lambda ms: "later" in history_of(ms), timeout=10)
+    assert history_of(messages) == {"missed-0", "missed-1", "odd-001", "later"}
+    assert len([m for m in messages if m.routing_key == "gap.001"]) == 2
+    assert await metric(producer, "phonet_rest_loop_failures_total", {"loop": "backfill"}) == 0
+
+
+async def test_a_bug_in_a_backfill_round_is_counted_and_the_loop_goes_on(
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    collector: Collector,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A round that raises something unforeseen (here: the first REST read after the gap)
+    is logged with where it happened, counted, and the next round fills the gap."""
+    producer = await start_producer("001")
+    producer.rest.plan.retry_after = FAST
+    await sim.wait_connected(["001"])
+    client = producer.rest.client
+    real_get = client.get
+    bugs: list[str] = []
+
+    async def get_with_a_bug(endpoint: str, path: str, query: Any = None) -> Any:
+        if not bugs:
+            bugs.append(endpoint)
+            raise RuntimeError("a bug holding call data 380991234567")
+        return await real_get(endpoint, path, query)
+
+    client.get = get_with_a_bug  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="producer.rest"):
+        await miss_calls(sim, ["missed-0"])
+        await collector.wait_for(lambda ms: "missed-0" in history_of(ms), timeout=10)
+    assert bugs == ["active"]  # the round's first read: calls in progress
+    (error,) = [r for r in caplog.records if r.name == "producer.rest" and r.levelno >= 40]
+    assert error.getMessage().startswith("REST backfill loop failed (RuntimeError at ")
+    assert "380991234567" not in error.getMessage()
+    assert await metric(producer, "phonet_rest_loop_failures_total", {"loop": "backfill"}) == 1
+    assert await metric(producer, "phonet_rest_loop_failures_total", {"loop": "discovery"}) == 0
+
+
+async def test_a_bug_applying_a_discovered_list_is_retried(
+    sim: PhonetSimulator, start_producer: StartProducer
+) -> None:
+    """A discovery round that fails while applying the new list leaves it unapplied, so
+    the next round (after the backoff) applies it: a hire is not forgotten."""
+    sim.known = {"001"}
+    producer = await start_producer("auto", phonet_discovery_interval=0.3)
+    await sim.wait_connected(["001"])
+    real_apply = producer.rest.apply
+    bugs: list[tuple[str, ...]] = []
+
+    async def apply_with_a_bug(subscribers: tuple[str, ...]) -> None:
+        if not bugs:
+            bugs.append(subscribers)
+            raise RuntimeError("a bug")
+        await real_apply(subscribers)
+
+    producer.rest.apply = apply_with_a_bug
+    sim.known = {"001", "002"}
+    await sim.wait_connected(["002"], timeout=10)
+    assert bugs == [("001", "002")]
+    assert await metric(producer, "phonet_rest_loop_failures_total", {"loop": "discovery"}) == 1
