@@ -23,8 +23,16 @@ Guarantees and bounds:
   worth of events is at risk of a power loss);
 * records below the checkpoint are not replayed; others may be published twice after a
   crash (same ``message_id``), never lost. The checkpoint is written by the same thread;
-* a damaged record (a torn tail after a crash, or bit rot) ends that segment's replay: it is
-  counted, logged, and the file is truncated before it; never fatal;
+* damage costs only the bytes it covers, never fatal: the decoder finds the next good record
+  after a bad one by its magic and CRC (:func:`~producer.publish.spool_format.decode`). Each
+  damaged region (a run of bad bytes between good records; it may have held several) counts
+  once in ``phonet_spool_damaged_records_total``, and each damaged segment gets one log line
+  with byte counts. A torn tail (damage with nothing good after it: the last write cut short
+  by a crash) is truncated away. Damage in the middle is left in place and skipped at every
+  start until the segment's records are confirmed and the file is deleted: rewriting the
+  segment would mean writing up to a segment's worth on a disk that just showed it corrupts
+  data, and would destroy the evidence; the cost is that a restart before the segment is
+  deleted counts that damage again;
 * **disk trouble degrades, never loses**: a failed write (``ENOSPC``, ``EIO``) cuts the
   segment back to its last whole record, marks the spool :attr:`~Spool.degraded` (one log
   line per burst) and stops using that segment. Envelopes keep flowing through memory —
@@ -57,7 +65,13 @@ from producer.envelope import Envelope
 from producer.errors import SpoolError
 from producer.logs import BurstLog
 from producer.publish.spool_disk import Disk, Syncer
-from producer.publish.spool_format import decode, decode_checkpoint, encode, encode_checkpoint
+from producer.publish.spool_format import (
+    Decoded,
+    decode,
+    decode_checkpoint,
+    encode,
+    encode_checkpoint,
+)
 
 log = logging.getLogger("producer.spool")
 
@@ -139,37 +153,38 @@ class Spool:
             ) from None
 
     def recover(self, *, received: float = 0.0) -> Recovery:
-        """Load every pending record, oldest first; truncate damage; delete spent segments."""
+        """Load every pending record, oldest first; delete spent segments.
+
+        Damage is skipped and counted (:attr:`Recovery.damaged`: damaged regions); a torn
+        tail is cut away, damage in the middle of a segment is left in place (see the module
+        docstring)."""
         try:
             self._checkpoint = decode_checkpoint((self.directory / "checkpoint").read_bytes())
         except FileNotFoundError:
             self._checkpoint = 0
         envelopes: list[Envelope] = []
         damaged = skipped = 0
+        seen: set[int] = set()
         highest = self._checkpoint - 1
         for path in sorted(self.directory.glob(f"*{SUFFIX}")):
             try:
                 first = int(path.stem)
             except ValueError:
                 continue
-            data = path.read_bytes()
-            found = decode(data, received=received)
+            found = decode(path.read_bytes(), received=received)
             if found.damaged:
-                damaged += 1
-                log.warning(
-                    "spool segment damaged (torn tail?): kept %d records, cut %d bytes",
-                    len(found.envelopes),
-                    len(data) - found.good_bytes,
-                    extra={"segment": path.name},
-                )
+                damaged += len(found.damage)
+                self._report_damage(path, found)
+            if found.torn:
                 os.truncate(path, found.good_bytes)
             segment = Segment(path, first, size=found.good_bytes)
             for envelope in found.envelopes:
                 segment.last_seq = max(segment.last_seq, envelope.seq)
                 highest = max(highest, envelope.seq)
-                if envelope.seq < self._checkpoint:
+                if envelope.seq < self._checkpoint or envelope.seq in seen:
                     skipped += 1
                     continue
+                seen.add(envelope.seq)
                 segment.live += 1
                 envelopes.append(envelope)
             if segment.live == 0:
@@ -178,6 +193,24 @@ class Spool:
             self._add_segment(segment)
         envelopes.sort(key=lambda e: e.seq)
         return Recovery(envelopes, damaged, skipped, next_seq=max(1, highest + 1))
+
+    @staticmethod
+    def _report_damage(path: Path, found: Decoded) -> None:
+        """One line per damaged segment: sizes and counts, never record contents."""
+        if found.gave_up:
+            fate = "; the search for good records gave up, the rest stays on disk unread"
+        elif found.torn:
+            fate = f"; a torn tail of {found.torn} bytes cut away"
+        else:
+            fate = ""
+        log.warning(
+            "spool segment damaged: %d damaged region(s), %d bytes skipped, %d good records kept%s",
+            len(found.damage),
+            sum(region.size for region in found.damage),
+            len(found.envelopes),
+            fate,
+            extra={"segment": path.name},
+        )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the background thread that writes the checkpoint and fsyncs per policy."""
