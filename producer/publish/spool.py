@@ -6,12 +6,17 @@ with ``PHONET_SPOOL_FSYNC``), the next start with the same directory :meth:`Spoo
 what was never confirmed and publishes it.
 
 Format — append-only segment files (``<first seq>.seg``) of CRC-checked records
-(:mod:`producer.publish.spool_format`), plus a ``checkpoint`` file holding the oldest
-unconfirmed sequence number. Chosen by measuring (``tests/bench/spool_formats.py``):
-segments took ~300k appends/s against ~72k for SQLite in WAL mode with ``synchronous=OFF``
-and ~40k with ``NORMAL``, with the same crash safety (one write reaching the OS per event,
-no fsync); a confirmation costs nothing on disk (a count per segment, a segment file is
-deleted when none of its records is pending) where SQLite needs a DELETE per event.
+(:mod:`producer.publish.spool_format`), a ``checkpoint`` file holding the oldest unconfirmed
+sequence number, and a ``format`` file naming the format's version (``phonet-spool 1``). The
+version lives in the directory rather than in each segment: one file read once at start,
+before anything else is touched, and the hot path and the segment bytes stay as they were. A
+directory without it holds version 1 (written before the file existed) and gets it; one
+naming another version stops the start with a :class:`~producer.errors.SpoolError` and is
+left untouched. Segments were chosen by measuring (``tests/bench/spool_formats.py``): they
+took ~300k appends/s against ~72k for SQLite in WAL mode with ``synchronous=OFF`` and ~40k
+with ``NORMAL``, with the same crash safety (one write reaching the OS per event, no fsync);
+a confirmation costs nothing on disk (a count per segment, a segment file is deleted when
+none of its records is pending) where SQLite needs a DELETE per event.
 
 Guarantees and bounds:
 
@@ -66,17 +71,21 @@ from producer.errors import SpoolError
 from producer.logs import BurstLog
 from producer.publish.spool_disk import Disk, Syncer
 from producer.publish.spool_format import (
+    FORMAT_VERSION,
     Decoded,
     decode,
     decode_checkpoint,
+    decode_format,
     encode,
     encode_checkpoint,
+    encode_format,
 )
 
 log = logging.getLogger("producer.spool")
 
 FsyncPolicy = Literal["never", "batch", "always"]
 SUFFIX = ".seg"
+FORMAT_FILE = "format"
 RETRY_AFTER = 1.0
 """Seconds a degraded spool waits before it tries the disk again."""
 
@@ -137,9 +146,17 @@ class Spool:
 
     # --- opening and recovery ---------------------------------------------------------
     def open(self) -> None:
-        """Create the directory if needed and lock it. Raises SpoolError."""
+        """Create the directory if needed, check its format version and lock it; a new
+        directory (or one written before versions existed) is marked with this version.
+
+        Raises:
+            SpoolError: the directory cannot be used: not a directory or not writable, in
+                use by another producer, or holding a format this code does not know (then
+                nothing in it is touched).
+        """
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            version = self._format_version()
             self._lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise SpoolError(f"PHONET_SPOOL_DIR {self.directory}: {exc.strerror}") from None
@@ -151,6 +168,35 @@ class Spool:
             raise SpoolError(
                 f"PHONET_SPOOL_DIR {self.directory} is in use by another producer"
             ) from None
+        if version is None:
+            try:
+                self.disk.replace_file(self.directory, FORMAT_FILE, encode_format())
+            except OSError as exc:
+                self._release()
+                raise SpoolError(
+                    f"PHONET_SPOOL_DIR {self.directory}: cannot write {FORMAT_FILE}: {exc.strerror}"
+                ) from None
+
+    def _format_version(self) -> int | None:
+        """The directory's format version; None when unmarked (new, or version 1 written
+        before the marker existed). Raises SpoolError for a version this code cannot read."""
+        try:
+            data = (self.directory / FORMAT_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        version = decode_format(data)
+        if version is None:
+            raise SpoolError(
+                f"PHONET_SPOOL_DIR {self.directory}: its {FORMAT_FILE} file is not a spool"
+                " format marker; nothing was touched"
+            )
+        if version != FORMAT_VERSION:
+            raise SpoolError(
+                f"PHONET_SPOOL_DIR {self.directory} holds a spool of format version {version};"
+                f" this producer reads version {FORMAT_VERSION} only (written by a newer"
+                " producer?); nothing was touched"
+            )
+        return version
 
     def recover(self, *, received: float = 0.0) -> Recovery:
         """Load every pending record, oldest first; delete spent segments.

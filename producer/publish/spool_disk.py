@@ -33,6 +33,23 @@ class Disk:
     def open_segment(self, path: Path) -> int:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
+    def replace_file(self, directory: Path, name: str, data: bytes) -> None:
+        """Put ``data`` in ``directory/name`` atomically and durably: a temporary file,
+        fsynced, renamed over it, then the directory fsynced."""
+        tmp = directory / f"{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, directory / name)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def write_checkpoint(self, directory: Path, data: bytes) -> None:
         tmp = directory / "checkpoint.tmp"
         tmp.write_bytes(data)

@@ -237,3 +237,22 @@ async def test_a_second_producer_on_the_same_spool_is_refused(
     services.append(second)
     assert await second.wait(timeout=10) == 2
     assert any("in use by another producer" in line for line in second.lines)
+
+
+async def test_a_spool_of_an_unknown_format_version_stops_the_start_with_one_line(
+    sim: PhonetSimulator,
+    amqp_url: str,
+    exchange_name: str,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "format").write_bytes(b"phonet-spool 9\n")
+    (tmp_path / "00000000000000000001.seg").write_bytes(b"a future format")
+    env = service_env(sim, amqp_url, exchange_name, PHONET_SPOOL_DIR=str(tmp_path))
+    service = await Service(env).start()
+    services.append(service)
+    assert await service.wait(timeout=10) == 2
+    (line,) = [line for line in service.lines if "format version" in line]
+    assert f"PHONET_SPOOL_DIR {tmp_path} holds a spool of format version 9" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000000000000000001.seg", "format"]
+    assert (tmp_path / "00000000000000000001.seg").read_bytes() == b"a future format"

@@ -224,6 +224,69 @@ def test_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
         opened(blocker / "spool")
 
 
+# --- the format version -----------------------------------------------------------------
+
+
+def test_a_new_directory_is_marked_with_the_format_version(tmp_path: Path) -> None:
+    opened(tmp_path / "spool").close()
+    assert (tmp_path / "spool" / "format").read_bytes() == b"phonet-spool 1\n"
+
+
+def test_a_spool_written_before_the_marker_existed_is_read_as_version_1(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    spool.recover()
+    for seq in range(1, 6):
+        spool.append(env(seq))
+    spool.remove(1)
+    spool.checkpoint(2)
+    spool.close()
+    (tmp_path / "format").unlink()  # what a producer before the marker left behind
+    again = opened(tmp_path)
+    assert [e.seq for e in again.recover().envelopes] == [2, 3, 4, 5]
+    assert (tmp_path / "format").read_bytes() == b"phonet-spool 1\n"
+    again.close()
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize(
+    ("marker", "says"),
+    [
+        pytest.param(b"phonet-spool 2\n", "holds a spool of format version 2;", id="newer"),
+        pytest.param(b"phonet-spool 0\n", "holds a spool of format version 0;", id="older"),
+        pytest.param(b"garbage", "its format file is not a spool format marker", id="not-a-marker"),
+    ],
+)
+def test_a_format_this_code_does_not_know_stops_the_start_untouched(
+    tmp_path: Path, marker: bytes, says: str
+) -> None:
+    spool = opened(tmp_path)
+    spool.recover()
+    spool.append(env(1))
+    crash(spool)
+    (tmp_path / "format").write_bytes(marker)
+    (tmp_path / "lock").unlink()
+    before = snapshot(tmp_path)
+    with pytest.raises(SpoolError) as error:
+        opened(tmp_path)
+    assert says in str(error.value)
+    assert str(error.value).startswith(f"PHONET_SPOOL_DIR {tmp_path}")
+    assert "\n" not in str(error.value)
+    assert snapshot(tmp_path) == before  # not even a lock file
+
+
+def test_an_unwritable_marker_is_a_clear_error(tmp_path: Path) -> None:
+    class NoMarker(Disk):
+        def replace_file(self, directory: Path, name: str, data: bytes) -> None:
+            raise OSError(errno.EROFS, "Read-only file system")
+
+    with pytest.raises(SpoolError, match="cannot write format: Read-only file system"):
+        opened(tmp_path, disk=NoMarker())
+    opened(tmp_path).close()  # the lock was released
+
+
 @pytest.mark.parametrize("policy", ["never", "batch", "always"])
 def test_fsync_policies(tmp_path: Path, policy: str) -> None:
     spool = opened(tmp_path, fsync=policy)
