@@ -3,11 +3,8 @@ fault-injecting file layer for a full or failing disk."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -46,7 +43,7 @@ def opened(path: Path, **kw: object) -> Spool:
 
 def crash(spool: Spool) -> None:
     """What kill -9 leaves: file descriptors closed by the OS, nothing else done."""
-    for fd in (spool._fd, spool._lock_fd):
+    for fd in [*spool._fds.values(), spool._lock_fd]:
         if fd is not None:
             os.close(fd)
 
@@ -298,172 +295,35 @@ def test_fsync_policies(tmp_path: Path, policy: str) -> None:
     assert len(opened(tmp_path).recover().envelopes) == 3
 
 
-# --- a full or failing disk -----------------------------------------------------------
-
-
-class FullDisk(Disk):
-    """Takes ``room`` bytes of segment writes, then fails like a full disk: a short write
-    at the edge, ENOSPC after. ``fail_fsync`` makes fsync fail with EIO."""
-
-    def __init__(self, room: int, *, fail_fsync: bool = False) -> None:
-        self.room = room
-        self.fail_fsync = fail_fsync
-        self.fsyncs: list[str] = []
-
-    def write(self, fd: int, data: bytes) -> int:  # type: ignore[override]
-        if self.room <= 0:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        part = data[: self.room]
-        self.room -= len(part)
-        return os.write(fd, part)
-
-    def fsync(self, fd: int) -> None:  # type: ignore[override]
-        self.fsyncs.append(threading.current_thread().name)
-        if self.fail_fsync:
-            raise OSError(errno.EIO, "Input/output error")
-        os.fsync(fd)
-
-
-def test_a_full_disk_degrades_and_keeps_what_was_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    record = len(encode(env(1)))
-    disk = FullDisk(room=record * 3 + record // 2)  # room for 3.5 records
-    spool = opened(tmp_path, disk=disk)
-    spool.recover()
-    for seq in range(1, 8):
-        spool.append(env(seq))  # never raises
-    assert spool.degraded
-    assert spool.missing == 4  # 4..7 are held in memory only
-    (segment,) = tmp_path.glob("*.seg")
-    assert segment.stat().st_size == record * 3  # the half record was cut away
-    spool.remove(5)  # confirmed meanwhile: nothing to write later
-    # The disk gets room again: a second later, the next append writes what was held in
-    # memory only into a segment of its own, and the spool is whole again.
-    disk.room = 10**9
-    spool.append(env(8))
-    assert spool.degraded  # not yet: it waits a second between tries
-    spool._retry_at = 0.0
-    spool.append(env(9))
-    assert not spool.degraded
-    assert spool.missing == 0
-    spool.append(env(10))
-    crash(spool)
-    found = opened(tmp_path).recover()
-    assert [e.seq for e in found.envelopes] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
-    assert found.damaged == 0
-
-
-def test_what_was_written_late_is_removed_like_the_rest(tmp_path: Path) -> None:
-    record = len(encode(env(1)))
-    disk = FullDisk(room=record * 2)
-    spool = opened(tmp_path, disk=disk)
-    spool.recover()
-    for seq in range(1, 6):
-        spool.append(env(seq))  # 3, 4, 5 held in memory
-    disk.room = 10**9
-    spool._retry_at = 0.0
-    spool.append(env(6))  # 3..6 written late, in a segment of their own
-    spool.append(env(7))  # a fresh segment for what comes next
-    assert len(list(tmp_path.glob("*.seg"))) == 3
-    for seq in range(1, 8):
-        spool.remove(seq)
-    assert [p.name for p in tmp_path.glob("*.seg")] == [f"{7:020d}.seg"]  # the active one
-    spool.close()
-    assert list(tmp_path.glob("*.seg")) == []
-
-
-def test_a_read_only_disk_never_makes_the_spool_raise(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_segment_that_cannot_be_read_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
     spool = opened(tmp_path)
     spool.recover()
     spool.append(env(1))
-    spool.remove(1)
-
-    def read_only(_self: Path, missing_ok: bool = False) -> None:
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    class ReadOnly(Disk):
-        def write(self, fd: int, data: bytes) -> int:  # type: ignore[override]
-            raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(Path, "unlink", read_only)
-    spool.disk = ReadOnly()
-    spool.append(env(2))  # the write fails, the empty segment cannot be deleted: no raise
-    assert spool.degraded
-    spool.remove(2)
-    spool.close()
+    crash(spool)
+    (tmp_path / f"{7:020d}.seg").mkdir()  # reading it fails (EISDIR), as a bad disk's EIO
+    with pytest.raises(SpoolError, match=r"PHONET_SPOOL_DIR: cannot read .*7\.seg: Is a directory"):
+        opened(tmp_path).recover()
+    assert (tmp_path / f"{1:020d}.seg").stat().st_size == len(encode(env(1)))  # untouched
 
 
-def test_removing_what_was_never_written_is_harmless(tmp_path: Path) -> None:
-    record = len(encode(env(1)))
-    spool = opened(tmp_path, disk=FullDisk(room=record * 2))
-    spool.recover()
-    for seq in range(1, 6):
-        spool.append(env(seq))
-    for seq in range(1, 6):
-        spool.remove(seq)
-    assert list(tmp_path.glob("*.seg")) == []
-
-
-def test_a_failing_segment_creation_degrades_too(tmp_path: Path) -> None:
-    class NoNewFiles(Disk):
-        def open_segment(self, path: Path) -> int:
-            raise OSError(errno.EIO, "Input/output error")
-
-    spool = opened(tmp_path, disk=NoNewFiles())
-    spool.recover()
-    spool.append(env(1))
-    assert spool.degraded
-    spool.close()
-
-
-async def test_fsync_runs_off_the_event_loop_at_most_once_a_second_in_batch(
+def test_copies_of_records_in_two_files_are_replayed_once_and_tracked_exactly(
     tmp_path: Path,
 ) -> None:
-    disk = FullDisk(room=10**9)
-    spool = opened(tmp_path, fsync="batch", disk=disk)
-    spool.recover()
-    spool.start(asyncio.get_running_loop())
-    started = time.monotonic()
-    seq = 0
-    while time.monotonic() - started < 2.5:
-        seq += 1
-        spool.append(env(seq))
-        await asyncio.sleep(0.01)
-    elapsed = time.monotonic() - started
-    spool.close()
-    in_background = [name for name in disk.fsyncs if name == "phonet-spool-sync"]
-    assert 2 <= len(in_background) <= elapsed + 2  # once a second, plus the final flush
-    assert "MainThread" in disk.fsyncs[-1:]  # close() flushes on the caller's thread
-    assert len(opened(tmp_path).recover().envelopes) == seq
-
-
-async def test_always_fsyncs_in_the_background_as_writes_come(tmp_path: Path) -> None:
-    disk = FullDisk(room=10**9)
-    spool = opened(tmp_path, fsync="always", disk=disk)
-    spool.recover()
-    spool.start(asyncio.get_running_loop())
-    for seq in range(1, 4):
-        spool.append(env(seq))
-        for _ in range(100):
-            if len(disk.fsyncs) >= seq:
-                break
-            await asyncio.sleep(0.01)
-    assert disk.fsyncs[:3] == ["phonet-spool-sync"] * 3
-    spool.close()
-
-
-async def test_a_failing_fsync_degrades_the_spool(tmp_path: Path) -> None:
-    disk = FullDisk(room=10**9, fail_fsync=True)
-    spool = opened(tmp_path, fsync="always", disk=disk)
-    spool.recover()
-    spool.start(asyncio.get_running_loop())
-    spool.append(env(1))
-    for _ in range(100):
-        if spool.degraded:
-            break
-        await asyncio.sleep(0.01)
-    assert spool.degraded
+    """A write-back that failed half-way and could not delete its file leaves copies of
+    records that a later write-back holds too: each record is replayed once, and a file is
+    deleted only when none of the records it holds the replayed copy of is pending."""
+    records = {seq: encode(env(seq)) for seq in range(1, 8)}
+    (tmp_path / f"{1:020d}.seg").write_bytes(records[1] + records[2] + records[3])
+    (tmp_path / f"{4:020d}.seg").write_bytes(records[4] + records[5][:-9])  # torn
+    later = tmp_path / f"{5:020d}.seg"
+    later.write_bytes(records[4] + records[5] + records[6] + records[7])
+    spool = opened(tmp_path)
+    found = spool.recover()
+    assert [e.seq for e in found.envelopes] == [1, 2, 3, 4, 5, 6, 7]
+    assert found.skipped == 1  # the second copy of 4
+    for seq in (1, 2, 3, 4, 5, 6):
+        spool.remove(seq)
+    assert [p.name for p in tmp_path.glob("*.seg")] == [later.name]  # 7 is still pending
+    spool.remove(7)
+    assert list(tmp_path.glob("*.seg")) == []
     spool.close()
