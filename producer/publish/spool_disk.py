@@ -1,8 +1,9 @@
 """The spool's disk side: the file operations it makes (:class:`Disk`, the seam tests
-inject faults through) and the background thread that writes its checkpoint and fsyncs
-(:class:`Syncer`), so a slow or failing disk never stalls the event loop. The spool's
-decisions and format live in :mod:`producer.publish.spool` and
-:mod:`producer.publish.spool_format`.
+inject faults through) and the background thread that does every slow one (:class:`Syncer`):
+it writes the checkpoint, fsyncs, and runs the jobs the event loop hands it — opening,
+closing and deleting segment files, writing what was held in memory back to disk — so a
+slow or failing disk never stalls the event loop. The spool's decisions and format live in
+:mod:`producer.publish.spool_ledger` and :mod:`producer.publish.spool_format`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 import os
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,11 @@ if TYPE_CHECKING:
 CHECKPOINT_INTERVAL = 0.2
 BATCH_FSYNC_INTERVAL = 1.0
 
+Apply = Callable[[], object]
+"""What a job's result does to the spool, run on the loop thread."""
+Job = Callable[[], Apply | None]
+"""A slow file operation, run on the spool's thread."""
+
 
 class Disk:
     """The file operations the spool makes; a test subclass injects faults."""
@@ -29,9 +37,28 @@ class Disk:
     write = staticmethod(os.write)
     fsync = staticmethod(os.fsync)
     ftruncate = staticmethod(os.ftruncate)
+    close = staticmethod(os.close)
+    unlink = staticmethod(os.unlink)
 
     def open_segment(self, path: Path) -> int:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def replace_file(self, directory: Path, name: str, data: bytes) -> None:
+        """Put ``data`` in ``directory/name`` atomically and durably: a temporary file,
+        fsynced, renamed over it, then the directory fsynced."""
+        tmp = directory / f"{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, directory / name)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def write_checkpoint(self, directory: Path, data: bytes) -> None:
         tmp = directory / "checkpoint.tmp"
@@ -40,13 +67,15 @@ class Disk:
 
 
 class Syncer(threading.Thread):
-    """The spool's background thread: writes the checkpoint (at most 5 times a second) and
-    fsyncs per policy, so a slow disk never stalls the event loop.
+    """The spool's background thread: runs the jobs the loop submits (in order), writes the
+    checkpoint (at most 5 times a second) and fsyncs per policy.
 
     The loop thread :meth:`mark`\\ s a file descriptor after writing to it; the mark takes a
-    duplicate (``os.dup``), so the loop may close or roll the segment at any time. Errors are
-    handed back to the loop thread, which logs them (and marks the spool degraded for a
-    failed fsync). No error ends the thread; only :meth:`stop` does.
+    duplicate (``os.dup``), so the loop may close or roll the segment at any time. A job
+    returns what to apply on the loop thread (or None); results and errors are handed back
+    with ``call_soon_threadsafe`` and applied there unless the spool is closing, when
+    :meth:`take_results` gives them to ``close()``. No error ends the thread; only
+    :meth:`stop` does.
     """
 
     def __init__(self, spool: Spool, loop: asyncio.AbstractEventLoop) -> None:
@@ -57,8 +86,15 @@ class Syncer(threading.Thread):
         self._dups: list[int] = []
         self._marked: object = None
         self._dir_dirty = False
+        self._jobs: deque[Job] = deque()
+        self._results: deque[Apply] = deque()
         self._wake = threading.Event()
         self._stop_requested = False
+
+    def submit(self, job: Job) -> None:
+        """Run ``job`` on this thread, after those submitted before it (loop thread)."""
+        self._jobs.append(job)
+        self._wake.set()
 
     def mark(self, fd: int, key: object) -> None:
         """``fd`` (the file ``key``) has writes to fsync (loop thread). Never raises."""
@@ -75,17 +111,24 @@ class Syncer(threading.Thread):
             self._wake.set()
 
     def mark_directory(self) -> None:
-        """A segment file was created (loop thread)."""
+        """A segment file was created (any thread)."""
         with self._mutex:
             self._dir_dirty = True
 
     def stop(self, timeout: float) -> bool:
-        """Finish the current round, fsync what is marked, and end; True when the thread
+        """Finish the jobs submitted, fsync what is marked, and end; True when the thread
         is still busy after ``timeout`` seconds (a stalled disk)."""
         self._stop_requested = True
         self._wake.set()
         self.join(timeout=timeout)
         return self.is_alive()
+
+    def take_results(self) -> list[Apply]:
+        """Results not applied yet, oldest first (for ``close()``, once stopped)."""
+        results = []
+        while self._results:
+            results.append(self._results.popleft())
+        return results
 
     def run(self) -> None:
         interval = BATCH_FSYNC_INTERVAL if self.spool.fsync == "batch" else CHECKPOINT_INTERVAL
@@ -94,6 +137,7 @@ class Syncer(threading.Thread):
             self._wake.wait(CHECKPOINT_INTERVAL)
             self._wake.clear()
             stopping = self._stop_requested
+            self._run_jobs()
             try:
                 self.spool._write_checkpoint()
             except Exception as exc:
@@ -107,7 +151,28 @@ class Syncer(threading.Thread):
                 except Exception as exc:  # a bug must not end the thread silently
                     self._report(exc, degrade=False)
             if stopping:
+                self._run_jobs()
                 return
+
+    def _run_jobs(self) -> None:
+        while self._jobs:
+            job = self._jobs.popleft()
+            try:
+                apply = job()
+            except Exception as exc:  # jobs handle OSError; a bug must not end the thread
+                self._report(exc, degrade=False)
+                continue
+            if apply is not None:
+                self._results.append(apply)
+                with contextlib.suppress(RuntimeError):  # the loop is closed: close() applies
+                    self.loop.call_soon_threadsafe(self._apply_results)
+
+    def _apply_results(self) -> None:
+        with self.spool._state:
+            if self.spool._closing:
+                return  # close() owns the spool now (in a worker thread)
+            for apply in self.take_results():
+                apply()
 
     def _fsync_marked(self) -> None:
         with self._mutex:
@@ -137,11 +202,12 @@ class Syncer(threading.Thread):
 
     def _on_loop(self, exc: Exception, degrade: bool) -> None:
         spool = self.spool
-        if spool._closing:
-            return  # close() owns the files now (in a worker thread)
-        reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
-        if degrade and spool._fd is not None and isinstance(exc, OSError):
-            # Written data may not be on disk: start a fresh segment on the next append.
-            spool._failed(exc, spool._segments[-1] if spool._segments else None)
-        else:
-            spool._trouble(logging.ERROR, "spool checkpoint or fsync failed: %s", reason)
+        with spool._state:
+            if spool._closing:
+                return  # close() owns the files now (in a worker thread)
+            reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+            if degrade and isinstance(exc, OSError):
+                # Written data may not be on disk: start a fresh segment.
+                spool._disk_failed(exc)
+            else:
+                spool._trouble(logging.ERROR, "spool checkpoint or fsync failed: %s", reason)

@@ -39,7 +39,8 @@ class SpoolKeeper:
         """Open the directory, recover, start the spool's thread and the maintenance task.
 
         Raises:
-            SpoolError: the directory cannot be used (another producer holds it).
+            SpoolError: the directory cannot be used (another producer holds it, it holds
+                a format version this code does not know, a file in it cannot be read).
         """
         spool, loop = self.spool, asyncio.get_running_loop()
         spool.open()

@@ -71,6 +71,48 @@ async def test_sigkill_during_an_outage_then_restart_on_the_same_spool(
     assert not list((tmp_path / "spool").glob("*.seg"))  # all confirmed: nothing left
 
 
+async def test_sigkill_then_bit_rot_in_the_middle_of_the_spool_loses_only_that_event(
+    sim: PhonetSimulator,
+    amqp_url: str,
+    exchange_name: str,
+    collector: Collector,
+    broker_proxy: TcpProxy,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    """500 events on disk, the producer killed, then one byte of the 250th record damaged:
+    the restart publishes the other 499 (the damage costs that record only) and counts it."""
+    spool_dir = tmp_path / "spool"
+    env = service_env(
+        sim, broker_proxy.url(amqp_url), exchange_name, PHONET_SPOOL_DIR=str(spool_dir)
+    )
+    first = await Service(env).start()
+    services.append(first)
+    await sim.wait_connected(SUBSCRIBERS, timeout=15)
+    await wait_metric(first, "phonet_amqp_connected", 1)
+    await broker_proxy.cut()
+    await wait_metric(first, "phonet_amqp_reconnects_total", 1)
+    sent = await send_calls(sim, "r", 500)
+    await wait_metric(first, "phonet_events_received_total", 500, {"event": "call.dial"})
+    first.proc.kill()
+    assert await first.wait(timeout=10) == -signal.SIGKILL
+    (segment,) = spool_dir.glob("*.seg")
+    data = segment.read_bytes()
+    at = data.index(b'"uuid":"r250"')
+    segment.write_bytes(data[:at] + b"X" + data[at + 1 :])
+    await broker_proxy.restore()
+    second = await Service(env).start()
+    services.append(second)
+    await collector.wait_for(lambda _: sent - {"r250"} <= collector.uuids(), timeout=30)
+    assert "r250" not in collector.uuids()
+    assert await metric(second, "phonet_spool_recovered_events_total") == 499
+    assert await metric(second, "phonet_spool_damaged_records_total") == 1
+    assert any("spool segment damaged: 1 damaged region(s)" in line for line in second.lines)
+    second.proc.send_signal(signal.SIGTERM)
+    assert await second.wait(timeout=10) == 0
+    assert not list(spool_dir.glob("*.seg"))  # all confirmed: the damaged segment went too
+
+
 async def test_sigterm_flushes_events_in_flight(
     sim: PhonetSimulator,
     amqp_url: str,
@@ -195,3 +237,22 @@ async def test_a_second_producer_on_the_same_spool_is_refused(
     services.append(second)
     assert await second.wait(timeout=10) == 2
     assert any("in use by another producer" in line for line in second.lines)
+
+
+async def test_a_spool_of_an_unknown_format_version_stops_the_start_with_one_line(
+    sim: PhonetSimulator,
+    amqp_url: str,
+    exchange_name: str,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "format").write_bytes(b"phonet-spool 9\n")
+    (tmp_path / "00000000000000000001.seg").write_bytes(b"a future format")
+    env = service_env(sim, amqp_url, exchange_name, PHONET_SPOOL_DIR=str(tmp_path))
+    service = await Service(env).start()
+    services.append(service)
+    assert await service.wait(timeout=10) == 2
+    (line,) = [line for line in service.lines if "format version" in line]
+    assert f"PHONET_SPOOL_DIR {tmp_path} holds a spool of format version 9" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000000000000000001.seg", "format"]
+    assert (tmp_path / "00000000000000000001.seg").read_bytes() == b"a future format"

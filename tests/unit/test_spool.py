@@ -3,11 +3,8 @@ fault-injecting file layer for a full or failing disk."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,13 +14,7 @@ from producer.errors import SpoolError
 from producer.publish.pipeline import Pipeline
 from producer.publish.spool import Spool
 from producer.publish.spool_disk import Disk
-from producer.publish.spool_format import (
-    HEAD_SIZE,
-    decode,
-    decode_checkpoint,
-    encode,
-    encode_checkpoint,
-)
+from producer.publish.spool_format import HEAD_SIZE, encode
 
 
 def env(seq: int, body: bytes = b'{"event":"call.dial"}', **kw: object) -> Envelope:
@@ -44,89 +35,6 @@ def env(seq: int, body: bytes = b'{"event":"call.dial"}', **kw: object) -> Envel
     return Envelope(**values)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    "envelope",
-    [
-        pytest.param(env(1), id="event"),
-        pytest.param(env(2**40, b""), id="empty-body-big-seq"),
-        pytest.param(env(3, b"\x00\xff" * 5000), id="binary-10k"),
-        pytest.param(
-            env(4, headers={"subscriber": "Олег", "invalid_reason": "bad_json"}),
-            id="unicode-headers",
-        ),
-        pytest.param(
-            env(
-                5,
-                exchange="",
-                routing_key="amq.gen-reply",
-                correlation_id="c-1",
-                kind="reply",
-                label="reply",
-            ),
-            id="rpc-reply",
-        ),
-    ],
-)
-def test_record_roundtrip(envelope: Envelope) -> None:
-    decoded = decode(encode(envelope) * 2, received=7.0)
-    assert not decoded.damaged
-    assert len(decoded.envelopes) == 2
-    back = decoded.envelopes[0]
-    envelope.received = 7.0
-    assert back == envelope
-
-
-def damage(data: bytes, how: str) -> bytes:
-    second = len(encode(env(1)))
-    if how == "torn-header":
-        return data[: second + 5]
-    if how == "torn-payload":
-        return data[:-3]
-    if how == "bad-magic":
-        return data[:second] + b"\x00\x00" + data[second + 2 :]
-    if how == "flipped-bit":
-        i = second + HEAD_SIZE + 20
-        return data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :]
-    if how == "absurd-length":
-        return data[:second] + data[second : second + 2] + b"\xff\xff\xff\xff" + data[second + 6 :]
-    if how == "zeros-appended":
-        return data + b"\x00" * 100
-    raise AssertionError(how)
-
-
-@pytest.mark.parametrize(
-    "how",
-    ["torn-header", "torn-payload", "bad-magic", "flipped-bit", "absurd-length", "zeros-appended"],
-)
-def test_damage_stops_at_the_last_good_record(how: str) -> None:
-    data = encode(env(1)) + encode(env(2))
-    decoded = decode(damage(data, how))
-    assert decoded.damaged
-    good = 2 if how == "zeros-appended" else 1
-    assert [e.seq for e in decoded.envelopes] == list(range(1, good + 1))
-    assert decoded.good_bytes == (len(data) if good == 2 else len(encode(env(1))))
-
-
-def test_empty_segment_is_fine() -> None:
-    assert decode(b"") == decode(b"")
-    assert not decode(b"").damaged
-
-
-@pytest.mark.parametrize(
-    ("data", "seq"),
-    [
-        pytest.param(encode_checkpoint(42), 42, id="good"),
-        pytest.param(encode_checkpoint(42)[:-1], 0, id="short"),
-        pytest.param(b"\x00" * 12, 0, id="zeros-bad-crc"),
-        pytest.param(
-            encode_checkpoint(42)[:7] + b"\x01" + encode_checkpoint(42)[8:], 0, id="flipped"
-        ),
-    ],
-)
-def test_checkpoint(data: bytes, seq: int) -> None:
-    assert decode_checkpoint(data) == seq
-
-
 def opened(path: Path, **kw: object) -> Spool:
     spool = Spool(path, max_bytes=kw.pop("max_bytes", 10_000_000), **kw)  # type: ignore[arg-type]
     spool.open()
@@ -135,7 +43,7 @@ def opened(path: Path, **kw: object) -> Spool:
 
 def crash(spool: Spool) -> None:
     """What kill -9 leaves: file descriptors closed by the OS, nothing else done."""
-    for fd in (spool._fd, spool._lock_fd):
+    for fd in [*spool._fds.values(), spool._lock_fd]:
         if fd is not None:
             os.close(fd)
 
@@ -212,6 +120,54 @@ def test_torn_tail_is_cut_counted_and_not_fatal(tmp_path: Path) -> None:
     assert segment.stat().st_size == len(whole) - len(encode(env(5)))  # truncated at the cut
 
 
+def flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1 :]
+
+
+def test_damage_in_the_middle_keeps_the_records_after_it_and_the_file(tmp_path: Path) -> None:
+    """Bit rot in record 4 of 10: the 6 good records after it are recovered too, and the
+    file is left as it is (not truncated): the next start finds them again."""
+    spool = opened(tmp_path)
+    spool.recover()
+    for seq in range(1, 11):
+        spool.append(env(seq))
+    crash(spool)
+    (segment,) = tmp_path.glob("*.seg")
+    record = len(encode(env(1)))
+    damaged = flip(segment.read_bytes(), 3 * record + HEAD_SIZE + 20)
+    segment.write_bytes(damaged)
+    again = opened(tmp_path)
+    found = again.recover()
+    assert [e.seq for e in found.envelopes] == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+    assert found.damaged == 1
+    assert segment.read_bytes() == damaged  # nothing cut, nothing rewritten
+    crash(again)
+    assert [e.seq for e in opened(tmp_path).recover().envelopes] == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+
+
+def test_damage_in_the_middle_and_a_torn_tail_cut_only_the_tail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = opened(tmp_path)
+    spool.recover()
+    for seq in range(1, 11):
+        spool.append(env(seq, body=b'{"secret":"380991234567"}', message_id=f"m{seq:02d}"))
+    crash(spool)
+    (segment,) = tmp_path.glob("*.seg")
+    record = len(encode(env(1, body=b'{"secret":"380991234567"}', message_id="m01")))
+    damaged = flip(flip(segment.read_bytes(), 1 * record + 3), 6 * record + HEAD_SIZE)[:-5]
+    segment.write_bytes(damaged)
+    found = opened(tmp_path).recover()
+    assert [e.seq for e in found.envelopes] == [1, 3, 4, 5, 6, 8, 9]
+    assert found.damaged == 3  # two regions in the middle, one torn tail
+    assert segment.read_bytes() == damaged[: 9 * record]  # only the torn tail was cut
+    (line,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert "3 damaged region(s)" in line
+    assert f"{2 * record + record - 5} bytes skipped" in line
+    assert f"torn tail of {record - 5} bytes cut away" in line
+    assert "380991234567" not in line
+
+
 def test_over_max_bytes_the_oldest_segment_is_evicted(tmp_path: Path) -> None:
     evicted: list[tuple[int, int]] = []
     record = len(encode(env(1)))
@@ -265,6 +221,69 @@ def test_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
         opened(blocker / "spool")
 
 
+# --- the format version -----------------------------------------------------------------
+
+
+def test_a_new_directory_is_marked_with_the_format_version(tmp_path: Path) -> None:
+    opened(tmp_path / "spool").close()
+    assert (tmp_path / "spool" / "format").read_bytes() == b"phonet-spool 1\n"
+
+
+def test_a_spool_written_before_the_marker_existed_is_read_as_version_1(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    spool.recover()
+    for seq in range(1, 6):
+        spool.append(env(seq))
+    spool.remove(1)
+    spool.checkpoint(2)
+    spool.close()
+    (tmp_path / "format").unlink()  # what a producer before the marker left behind
+    again = opened(tmp_path)
+    assert [e.seq for e in again.recover().envelopes] == [2, 3, 4, 5]
+    assert (tmp_path / "format").read_bytes() == b"phonet-spool 1\n"
+    again.close()
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize(
+    ("marker", "says"),
+    [
+        pytest.param(b"phonet-spool 2\n", "holds a spool of format version 2;", id="newer"),
+        pytest.param(b"phonet-spool 0\n", "holds a spool of format version 0;", id="older"),
+        pytest.param(b"garbage", "its format file is not a spool format marker", id="not-a-marker"),
+    ],
+)
+def test_a_format_this_code_does_not_know_stops_the_start_untouched(
+    tmp_path: Path, marker: bytes, says: str
+) -> None:
+    spool = opened(tmp_path)
+    spool.recover()
+    spool.append(env(1))
+    crash(spool)
+    (tmp_path / "format").write_bytes(marker)
+    (tmp_path / "lock").unlink()
+    before = snapshot(tmp_path)
+    with pytest.raises(SpoolError) as error:
+        opened(tmp_path)
+    assert says in str(error.value)
+    assert str(error.value).startswith(f"PHONET_SPOOL_DIR {tmp_path}")
+    assert "\n" not in str(error.value)
+    assert snapshot(tmp_path) == before  # not even a lock file
+
+
+def test_an_unwritable_marker_is_a_clear_error(tmp_path: Path) -> None:
+    class NoMarker(Disk):
+        def replace_file(self, directory: Path, name: str, data: bytes) -> None:
+            raise OSError(errno.EROFS, "Read-only file system")
+
+    with pytest.raises(SpoolError, match="cannot write format: Read-only file system"):
+        opened(tmp_path, disk=NoMarker())
+    opened(tmp_path).close()  # the lock was released
+
+
 @pytest.mark.parametrize("policy", ["never", "batch", "always"])
 def test_fsync_policies(tmp_path: Path, policy: str) -> None:
     spool = opened(tmp_path, fsync=policy)
@@ -276,172 +295,35 @@ def test_fsync_policies(tmp_path: Path, policy: str) -> None:
     assert len(opened(tmp_path).recover().envelopes) == 3
 
 
-# --- a full or failing disk -----------------------------------------------------------
-
-
-class FullDisk(Disk):
-    """Takes ``room`` bytes of segment writes, then fails like a full disk: a short write
-    at the edge, ENOSPC after. ``fail_fsync`` makes fsync fail with EIO."""
-
-    def __init__(self, room: int, *, fail_fsync: bool = False) -> None:
-        self.room = room
-        self.fail_fsync = fail_fsync
-        self.fsyncs: list[str] = []
-
-    def write(self, fd: int, data: bytes) -> int:  # type: ignore[override]
-        if self.room <= 0:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        part = data[: self.room]
-        self.room -= len(part)
-        return os.write(fd, part)
-
-    def fsync(self, fd: int) -> None:  # type: ignore[override]
-        self.fsyncs.append(threading.current_thread().name)
-        if self.fail_fsync:
-            raise OSError(errno.EIO, "Input/output error")
-        os.fsync(fd)
-
-
-def test_a_full_disk_degrades_and_keeps_what_was_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    record = len(encode(env(1)))
-    disk = FullDisk(room=record * 3 + record // 2)  # room for 3.5 records
-    spool = opened(tmp_path, disk=disk)
-    spool.recover()
-    for seq in range(1, 8):
-        spool.append(env(seq))  # never raises
-    assert spool.degraded
-    assert spool.missing == 4  # 4..7 are held in memory only
-    (segment,) = tmp_path.glob("*.seg")
-    assert segment.stat().st_size == record * 3  # the half record was cut away
-    spool.remove(5)  # confirmed meanwhile: nothing to write later
-    # The disk gets room again: a second later, the next append writes what was held in
-    # memory only into a segment of its own, and the spool is whole again.
-    disk.room = 10**9
-    spool.append(env(8))
-    assert spool.degraded  # not yet: it waits a second between tries
-    spool._retry_at = 0.0
-    spool.append(env(9))
-    assert not spool.degraded
-    assert spool.missing == 0
-    spool.append(env(10))
-    crash(spool)
-    found = opened(tmp_path).recover()
-    assert [e.seq for e in found.envelopes] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
-    assert found.damaged == 0
-
-
-def test_what_was_written_late_is_removed_like_the_rest(tmp_path: Path) -> None:
-    record = len(encode(env(1)))
-    disk = FullDisk(room=record * 2)
-    spool = opened(tmp_path, disk=disk)
-    spool.recover()
-    for seq in range(1, 6):
-        spool.append(env(seq))  # 3, 4, 5 held in memory
-    disk.room = 10**9
-    spool._retry_at = 0.0
-    spool.append(env(6))  # 3..6 written late, in a segment of their own
-    spool.append(env(7))  # a fresh segment for what comes next
-    assert len(list(tmp_path.glob("*.seg"))) == 3
-    for seq in range(1, 8):
-        spool.remove(seq)
-    assert [p.name for p in tmp_path.glob("*.seg")] == [f"{7:020d}.seg"]  # the active one
-    spool.close()
-    assert list(tmp_path.glob("*.seg")) == []
-
-
-def test_a_read_only_disk_never_makes_the_spool_raise(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_segment_that_cannot_be_read_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
     spool = opened(tmp_path)
     spool.recover()
     spool.append(env(1))
-    spool.remove(1)
-
-    def read_only(_self: Path, missing_ok: bool = False) -> None:
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    class ReadOnly(Disk):
-        def write(self, fd: int, data: bytes) -> int:  # type: ignore[override]
-            raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(Path, "unlink", read_only)
-    spool.disk = ReadOnly()
-    spool.append(env(2))  # the write fails, the empty segment cannot be deleted: no raise
-    assert spool.degraded
-    spool.remove(2)
-    spool.close()
+    crash(spool)
+    (tmp_path / f"{7:020d}.seg").mkdir()  # reading it fails (EISDIR), as a bad disk's EIO
+    with pytest.raises(SpoolError, match=r"PHONET_SPOOL_DIR: cannot read .*7\.seg: Is a directory"):
+        opened(tmp_path).recover()
+    assert (tmp_path / f"{1:020d}.seg").stat().st_size == len(encode(env(1)))  # untouched
 
 
-def test_removing_what_was_never_written_is_harmless(tmp_path: Path) -> None:
-    record = len(encode(env(1)))
-    spool = opened(tmp_path, disk=FullDisk(room=record * 2))
-    spool.recover()
-    for seq in range(1, 6):
-        spool.append(env(seq))
-    for seq in range(1, 6):
-        spool.remove(seq)
-    assert list(tmp_path.glob("*.seg")) == []
-
-
-def test_a_failing_segment_creation_degrades_too(tmp_path: Path) -> None:
-    class NoNewFiles(Disk):
-        def open_segment(self, path: Path) -> int:
-            raise OSError(errno.EIO, "Input/output error")
-
-    spool = opened(tmp_path, disk=NoNewFiles())
-    spool.recover()
-    spool.append(env(1))
-    assert spool.degraded
-    spool.close()
-
-
-async def test_fsync_runs_off_the_event_loop_at_most_once_a_second_in_batch(
+def test_copies_of_records_in_two_files_are_replayed_once_and_tracked_exactly(
     tmp_path: Path,
 ) -> None:
-    disk = FullDisk(room=10**9)
-    spool = opened(tmp_path, fsync="batch", disk=disk)
-    spool.recover()
-    spool.start(asyncio.get_running_loop())
-    started = time.monotonic()
-    seq = 0
-    while time.monotonic() - started < 2.5:
-        seq += 1
-        spool.append(env(seq))
-        await asyncio.sleep(0.01)
-    elapsed = time.monotonic() - started
-    spool.close()
-    in_background = [name for name in disk.fsyncs if name == "phonet-spool-sync"]
-    assert 2 <= len(in_background) <= elapsed + 2  # once a second, plus the final flush
-    assert "MainThread" in disk.fsyncs[-1:]  # close() flushes on the caller's thread
-    assert len(opened(tmp_path).recover().envelopes) == seq
-
-
-async def test_always_fsyncs_in_the_background_as_writes_come(tmp_path: Path) -> None:
-    disk = FullDisk(room=10**9)
-    spool = opened(tmp_path, fsync="always", disk=disk)
-    spool.recover()
-    spool.start(asyncio.get_running_loop())
-    for seq in range(1, 4):
-        spool.append(env(seq))
-        for _ in range(100):
-            if len(disk.fsyncs) >= seq:
-                break
-            await asyncio.sleep(0.01)
-    assert disk.fsyncs[:3] == ["phonet-spool-sync"] * 3
-    spool.close()
-
-
-async def test_a_failing_fsync_degrades_the_spool(tmp_path: Path) -> None:
-    disk = FullDisk(room=10**9, fail_fsync=True)
-    spool = opened(tmp_path, fsync="always", disk=disk)
-    spool.recover()
-    spool.start(asyncio.get_running_loop())
-    spool.append(env(1))
-    for _ in range(100):
-        if spool.degraded:
-            break
-        await asyncio.sleep(0.01)
-    assert spool.degraded
+    """A write-back that failed half-way and could not delete its file leaves copies of
+    records that a later write-back holds too: each record is replayed once, and a file is
+    deleted only when none of the records it holds the replayed copy of is pending."""
+    records = {seq: encode(env(seq)) for seq in range(1, 8)}
+    (tmp_path / f"{1:020d}.seg").write_bytes(records[1] + records[2] + records[3])
+    (tmp_path / f"{4:020d}.seg").write_bytes(records[4] + records[5][:-9])  # torn
+    later = tmp_path / f"{5:020d}.seg"
+    later.write_bytes(records[4] + records[5] + records[6] + records[7])
+    spool = opened(tmp_path)
+    found = spool.recover()
+    assert [e.seq for e in found.envelopes] == [1, 2, 3, 4, 5, 6, 7]
+    assert found.skipped == 1  # the second copy of 4
+    for seq in (1, 2, 3, 4, 5, 6):
+        spool.remove(seq)
+    assert [p.name for p in tmp_path.glob("*.seg")] == [later.name]  # 7 is still pending
+    spool.remove(7)
+    assert list(tmp_path.glob("*.seg")) == []
     spool.close()
