@@ -177,6 +177,12 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.returns_unmatched = Counter(
+            "phonet_events_returned_unmatched",
+            "Returns the broker sent for no publish still awaited (a channel already given"
+            " up); not counted as returned",
+            registry=r,
+        )
         self.events_dropped = Counter(
             "phonet_events_dropped",
             "Messages dropped unpublished (buffer or spool full, shutdown without broker)",

@@ -24,6 +24,9 @@ Invariants (``tests/unit/test_pipeline.py`` checks them over random interleaving
   that fire late change nothing;
 * memory is bounded by count *and* bytes (:func:`producer.envelope.footprint`).
 
+**Returns** (:mod:`producer.publish.answers`): a return completes the oldest envelope in
+flight with its message id (:meth:`Pipeline.returned`).
+
 **Poison.** A message the broker cannot take must not block the ones behind it. One the
 encoder rejects is poisoned at once (:meth:`Pipeline.unencodable`). One the broker refuses
 (it closes the channel or connection with an error code, :meth:`Pipeline.end_session` with
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from producer.envelope import Envelope, footprint
+from producer.publish.answers import FlightsById
 
 NACK_DELAY_MIN = 0.05
 NACK_DELAY_MAX = 5.0
@@ -95,6 +99,7 @@ class Pipeline:
         self._fresh: deque[int] = deque()  # never sent, ascending; may hold gone seqs
         self._resend: list[int] = []  # heap of seqs to send again; may hold gone seqs
         self._inflight: dict[int, int] = {}  # seq -> session
+        self._flights = FlightsById()  # for returns, which name a message id
         self._session = 0
         self._open = False
         self._last_progress = 0.0
@@ -184,12 +189,12 @@ class Pipeline:
         return batch
 
     def confirmed(self, session: int, seq: int, now: float) -> Envelope | None:
-        """The broker acked (or returned: no queue was bound) ``seq``: it is done. Returns
-        it, or None when the result is stale (another session) or it was dropped."""
+        """The broker acked ``seq``: it is done. Returns it, or None when the result is
+        stale (another session), it was dropped, or it was returned already."""
         if self._inflight.get(seq) != session:
             return None
-        del self._inflight[seq]
-        self._progress(now)
+        self._land(seq)
+        self._last_progress = now
         self._nack_delay = 0.0
         self._proven = True
         self._suspects.discard(seq)
@@ -198,14 +203,20 @@ class Pipeline:
         self._done(envelope)
         return envelope
 
+    def returned(self, session: int, message_id: str, now: float) -> Envelope | None:
+        """The broker returned ``message_id`` (no queue took it): the oldest envelope in
+        flight in ``session`` with that id is done (its ack is then stale); None if none."""
+        seq = self._flights.oldest(message_id)
+        return None if seq is None else self.confirmed(session, seq, now)
+
     def nacked(self, session: int, seq: int, now: float) -> bool:
         """The broker nacked ``seq``: send it again before anything newer, after a pause
         that doubles per round of nacks (a full queue with ``reject-publish`` would be
         hammered otherwise) and resets on the next ack. False when stale."""
         if self._inflight.get(seq) != session:
             return False
-        del self._inflight[seq]
-        self._progress(now)
+        self._land(seq)
+        self._last_progress = now
         heapq.heappush(self._resend, seq)
         if now >= self._paused_until:  # one step per round, not per message
             self._nack_delay = min(NACK_DELAY_MAX, max(NACK_DELAY_MIN, self._nack_delay * 2))
@@ -216,7 +227,6 @@ class Pipeline:
         """The encoder cannot write ``seq`` (it was never sent): poisoned, handed back."""
         if self._inflight.get(seq) != session:
             return None
-        del self._inflight[seq]
         return self._forget(seq)
 
     def end_session(self, session: int, *, refused: bool, now: float) -> SessionEnd:
@@ -228,7 +238,7 @@ class Pipeline:
         self._open = False
         lost = sorted(seq for seq, s in self._inflight.items() if s == session)
         for seq in lost:
-            del self._inflight[seq]
+            self._land(seq)
         poisoned: list[Envelope] = []
         if refused and lost:
             alone = lost[0] if len(lost) == 1 and lost[0] in self._suspects else None
@@ -298,10 +308,14 @@ class Pipeline:
         if not self._inflight:
             self._last_progress = now  # the stall clock starts with the first in flight
         self._inflight[seq] = self._session
-        return self._pending[seq]
+        envelope = self._pending[seq]
+        self._flights.sent(envelope.message_id, seq)
+        return envelope
 
-    def _progress(self, now: float) -> None:
-        self._last_progress = now
+    def _land(self, seq: int) -> None:
+        """``seq`` is no longer in flight (answered, lost with its session, or dropped)."""
+        del self._inflight[seq]
+        self._flights.landed(self._pending[seq].message_id, seq)
 
     def _waiting(self, seq: int) -> bool:
         return seq in self._pending and seq not in self._inflight
@@ -340,11 +354,11 @@ class Pipeline:
         seq = self._pop_waiting()
         if seq is None:  # everything held is in flight: the bound is the bound
             seq = min(self._inflight)
-            del self._inflight[seq]
         return self._forget(seq)
 
     def _forget(self, seq: int) -> Envelope:
-        self._inflight.pop(seq, None)
+        if seq in self._inflight:
+            self._land(seq)
         self._suspects.discard(seq)
         self._deferred.discard(seq)
         envelope = self._pending.pop(seq)

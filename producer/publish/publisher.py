@@ -16,6 +16,11 @@ Each confirmation carries the session it was sent in, so callbacks of a dead cha
 nothing. :meth:`Publisher.end_session` rewinds what was in flight; poisoned messages come
 back from the pipeline and are republished under ``invalid.`` (events) or counted as
 dropped (anything else), so one message the broker cannot take never blocks the others.
+
+Returned messages (no queue took them) come from the fast path's hook as a message id and
+are matched by the pipeline; each is counted in ``phonet_events_returned_total`` (never
+as published), and one that matches nothing (a channel already given up) in
+``phonet_events_returned_unmatched_total``. No body is ever logged.
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ from producer.events import InvalidReason
 from producer.logs import BurstLog, safe_error
 from producer.metrics import Metrics
 from producer.publish import wire
-from producer.publish.fastpath import Confirmation, FastPath, FastPathBroken, LibraryPath
+from producer.publish.fastpath import (
+    Confirmation,
+    FastPath,
+    FastPathBroken,
+    LibraryPath,
+    Returned,
+)
 from producer.publish.pipeline import Pipeline
 
 log = logging.getLogger("producer.amqp")
@@ -68,11 +79,15 @@ class Publisher:
         self._session = 0
         self._lost: asyncio.Future[None] | None = None
         self._library: LibraryPath | None = None
+        self._fast: FastPath | None = None
         self._fast_disabled = False
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
-        self._logs = {name: BurstLog(log) for name in ("drop", "nack", "poison", "fallback")}
+        self._logs = {
+            name: BurstLog(log)
+            for name in ("drop", "nack", "poison", "fallback", "unmatched", "reply")
+        }
         self._unroutable_told = False
         metrics.watch(pipeline)
 
@@ -110,7 +125,9 @@ class Publisher:
         loop = asyncio.get_running_loop()
         self._session = self.pipeline.begin_session(loop.time())
         self._lost = lost
-        fast = None if self._fast_disabled else FastPath.attach(channel)
+        on_return = partial(self._returned, self._session)
+        fast = None if self._fast_disabled else FastPath.attach(channel, on_return)
+        self._fast = fast
         if fast is None:
             self._library = LibraryPath(channel)
             self._fallback("aiormq internals changed: publishing one message at a time (slower)")
@@ -133,6 +150,9 @@ class Publisher:
         if self._library is not None:
             await self._library.close()
             self._library = None
+        if self._fast is not None and self._fast.broken:
+            self._fast_disabled = True  # its return hook met internals it did not expect
+        self._fast = None
         now = asyncio.get_running_loop().time()
         ended = self.pipeline.end_session(self._session, refused=refused, now=now)
         if ended.rewound:
@@ -214,10 +234,11 @@ class Publisher:
         exc = confirmation.exception()
         now = asyncio.get_running_loop().time()
         if exc is None:
+            # None also when the hook saw it returned already: the ack that follows.
             if self.pipeline.confirmed(session, envelope.seq, now) is not None:
                 if isinstance(confirmation.result(), DeliveredMessage):
-                    self.metrics.events_returned.labels(envelope.label).inc()
-                    self._warn_unroutable(envelope)
+                    # Only without the hook: aiormq matched the return itself.
+                    self._count_returned(envelope)
                 else:
                     self.metrics.published[envelope.label].inc()
                     self.metrics.publish_latency.observe(now - envelope.received)
@@ -233,7 +254,43 @@ class Publisher:
             )
         self._wake.set()
 
+    def _returned(self, session: int, returned: Returned) -> None:
+        """The fast path's hook read a ``basic.return``: the oldest envelope in flight with
+        its message id is done, counted as returned; one that matches nothing is counted
+        apart (and said once per burst), without its body either way."""
+        now = asyncio.get_running_loop().time()
+        envelope = None
+        if returned.message_id is not None:
+            envelope = self.pipeline.returned(session, returned.message_id, now)
+        if envelope is None:
+            self.metrics.returns_unmatched.inc()
+            self._logs["unmatched"](
+                logging.INFO,
+                "the broker returned a message no publish awaits (its channel was given up,"
+                " or it is not ours): counted in phonet_events_returned_unmatched_total",
+                extra={
+                    "message_id": (returned.message_id or "")[:64],
+                    "routing_key": returned.routing_key[:100],
+                    "reply_code": returned.reply_code,
+                },
+            )
+            return
+        self._count_returned(envelope)
+        self._check_empty()
+        self._wake.set()
+
     # --- outcomes ---------------------------------------------------------------------
+    def _count_returned(self, envelope: Envelope) -> None:
+        self.metrics.events_returned.labels(envelope.label).inc()
+        if envelope.kind == "reply":
+            self._logs["reply"](
+                logging.INFO,
+                "a click2call reply was returned: no queue is named by its reply_to (the"
+                ' caller is gone); counted in phonet_events_returned_total{event="reply"}',
+            )
+        else:
+            self._warn_unroutable(envelope)
+
     def _dropped(self, envelope: Envelope, reason: str) -> None:
         self.metrics.events_dropped.labels(reason).inc()
         message = DROP_MESSAGES.get(reason, f"dropping messages ({reason})")
