@@ -20,13 +20,16 @@ dropped (anything else), so one message the broker cannot take never blocks the 
 Returned messages (no queue took them) come from the fast path's hook as a message id and
 are matched by the pipeline; each is counted in ``phonet_events_returned_total`` (never
 as published), and one that matches nothing (a channel already given up) in
-``phonet_events_returned_unmatched_total``. No body is ever logged.
+``phonet_events_returned_unmatched_total``. No body is ever logged. A reply the broker
+nacks too often, or that waited past the pipeline's ``reply_max_age``, is dropped and
+counted (``reply_nacked``, ``reply_expired``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -46,7 +49,7 @@ from producer.publish.fastpath import (
     LibraryPath,
     Returned,
 )
-from producer.publish.pipeline import Pipeline
+from producer.publish.pipeline import Nack, Pipeline
 
 log = logging.getLogger("producer.amqp")
 
@@ -54,6 +57,10 @@ DROP_MESSAGES = {
     "buffer_full": "buffer full (PHONET_BUFFER_SIZE / PHONET_BUFFER_MAX_BYTES): dropping the"
     " oldest events",
     "spool_full": "spool full (PHONET_SPOOL_MAX_BYTES): dropping the oldest events",
+    "reply_nacked": "the broker refused click2call replies (nacked each time: the caller's"
+    " reply_to queue is full or refuses them): dropped",
+    "reply_expired": "click2call replies were not confirmed within PHONET_CLICK2CALL_MAX_AGE:"
+    " dropped (their callers have given up)",
 }
 
 
@@ -72,10 +79,18 @@ class SessionLost(Exception):
 class Publisher:
     """Publishes the pipeline with confirms, one broker session at a time."""
 
-    def __init__(self, pipeline: Pipeline, metrics: Metrics, *, publish_timeout: float) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        *,
+        publish_timeout: float,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.publish_timeout = publish_timeout
+        self._wall = wall  # replies' age is judged by the wall clock (see the pipeline)
         self._session = 0
         self._lost: asyncio.Future[None] | None = None
         self._library: LibraryPath | None = None
@@ -88,6 +103,7 @@ class Publisher:
             name: BurstLog(log)
             for name in ("drop", "nack", "poison", "fallback", "unmatched", "reply")
         }
+        self._drop_logs = {reason: BurstLog(log) for reason in DROP_MESSAGES}
         self._unroutable_told = False
         metrics.watch(pipeline)
 
@@ -174,6 +190,11 @@ class Publisher:
             path = self._library
         on_result = partial(self._result, session)
         while True:
+            expired = pipeline.expire(self._wall())
+            if expired:
+                for envelope in expired:
+                    self._dropped(envelope, "reply_expired")
+                self._check_empty()
             now = loop.time()
             batch = pipeline.take(now)
             if not batch:
@@ -244,9 +265,13 @@ class Publisher:
                     self.metrics.publish_latency.observe(now - envelope.received)
                 self._check_empty()
         elif isinstance(exc, aiormq.exceptions.DeliveryError):
-            if self.pipeline.nacked(session, envelope.seq, now):
+            nack = self.pipeline.nacked(session, envelope.seq, now)
+            if nack is Nack.RETRY:
                 self.metrics.publish_retries.inc()
                 self._logs["nack"](logging.WARNING, "broker nacked a publish; retrying")
+            elif nack is Nack.GIVEN_UP:
+                self._dropped(envelope, "reply_nacked")
+                self._check_empty()
         elif session == self._session and self._lost is not None and not self._lost.done():
             # Channel or connection trouble: end the session; end_session() rewinds.
             self._lost.set_exception(
@@ -294,7 +319,9 @@ class Publisher:
     def _dropped(self, envelope: Envelope, reason: str) -> None:
         self.metrics.events_dropped.labels(reason).inc()
         message = DROP_MESSAGES.get(reason, f"dropping messages ({reason})")
-        self._logs["drop"](logging.ERROR, message)
+        # A reply is lost to its caller's choices (its queue, its patience), not ours.
+        level = logging.WARNING if reason.startswith("reply_") else logging.ERROR
+        self._drop_logs.get(reason, self._logs["drop"])(level, message)
 
     def _poisoned(self, envelope: Envelope, reason: InvalidReason, detail: str) -> None:
         """A message that cannot be published as it is: its ``invalid.`` copy takes its

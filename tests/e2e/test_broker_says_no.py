@@ -1,8 +1,11 @@
-"""Regressions for issue 21, over real sockets: what the broker returns (no queue bound) is
-the service's to handle and count, never the library's to log.
+"""Regressions for issue 21, over real sockets: what the broker returns (no queue bound) or
+nacks (a reply queue that refuses everything) is the service's to handle and count, never
+the library's to log, and never costs more than that one message.
 
 1. returned messages fell to aiormq's fallback, which logged whole call records at ERROR,
-   and a repeated frame (one message id twice in flight) was counted as published.
+   and a repeated frame (one message id twice in flight) was counted as published;
+2. a click2call reply that its caller's queue refused was retried forever, pausing every
+   event each round.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from aio_pika.abc import AbstractConnection
 from pamqp import commands as spec
 
 from producer.metrics import Metrics
+from producer.publish.answers import REPLY_NACKS
 from producer.publish.fastpath import FastPath, Returned
 from producer.publish.pipeline import Pipeline
 from producer.publish.publisher import Publisher
 from producer.simulator import PhonetSimulator
 from tests.conftest import Janitor, broker_name
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
-from tests.support import until
+from tests.support import Collector, until
 from tests.unit.test_events import SAMPLE
 
 NUMBERS = ("+380567777777", "380567777777", "+38099")  # the sample's, and the frames' below
@@ -201,3 +205,51 @@ async def test_a_return_after_its_session_ended_is_counted_apart(
     assert [r.levelname for r in said] == ["INFO"]  # once per burst
     assert leaked(caplog.records, [body.decode(), "+380991112233"]) == []
     await channel.close()
+
+
+# --- 2. a reply queue that refuses every reply -----------------------------------------
+
+
+async def test_a_reply_its_queue_refuses_is_dropped_and_events_flow(
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    collector: Collector,
+    amqp: AbstractConnection,
+    command_queue: str,
+) -> None:
+    """A sender names a reply queue declared ``x-max-length: 0, x-overflow:
+    reject-publish``: the broker nacks every reply. The reply is sent REPLY_NACKS times,
+    then dropped and counted; every event sent meanwhile and after is published, and the
+    command's outcome event too (it is an event)."""
+    channel = await amqp.channel()
+    refusing = await channel.declare_queue(
+        "", exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+    )
+    producer = await start_producer()
+    await sim.wait_connected(SUBSCRIBERS)
+    await channel.default_exchange.publish(
+        aio_pika.Message(
+            orjson.dumps({"subscriber": "001", "to": "380991234567"}),
+            correlation_id="refused-reply",
+            reply_to=refusing.name,
+        ),
+        routing_key=command_queue,
+    )
+    sent = set()
+    for n in range(40):
+        uuid = f"e{n}"
+        await sim.send(SUBSCRIBERS[n % 3], {**SAMPLE, "uuid": uuid})
+        sent.add(uuid)
+    dropped = ("phonet_events_dropped_total", {"reason": "reply_nacked"})
+    await until(lambda: value(producer, *dropped) == 1, timeout=15, what="reply dropped")
+    await collector.wait_for(
+        lambda ms: (
+            sent <= collector.uuids() and any(m.routing_key == "click2call.success.001" for m in ms)
+        )
+    )
+    await until(lambda: len(producer.pipeline) == 0, what="nothing left held")
+    assert value(producer, "phonet_publish_retries_total") == REPLY_NACKS - 1
+    assert value(producer, "phonet_events_published_total", {"event": "reply"}) == 0
+    assert value(producer, "phonet_events_published_total", {"event": "click2call"}) == 1
+    assert value(producer, "phonet_events_published_total", {"event": "call.dial"}) == len(sent)
+    assert value(producer, "phonet_amqp_connects_total") == 1
