@@ -44,41 +44,50 @@ REPLY_MAX_AGE = 60.0
 which the service no longer dials a command, so its caller has given up on it."""
 
 
-def is_reply(envelope: Envelope) -> bool:
-    return envelope.kind == "reply"
+REPLY = "reply"
+"""The ``kind`` of an RPC reply envelope (:func:`producer.envelope.reply_envelope`)."""
 
 
 class FlightsById:
-    """The sequence numbers in flight per message id, in the order they were sent."""
+    """The sequence numbers in flight per message id, in the order they were sent.
+
+    One seq per id is the rule (a repeat is the exception), so a lone seq is kept as an
+    int and only repeats get a deque: this runs for every message sent and answered.
+    """
 
     def __init__(self) -> None:
-        self._by_id: dict[str, deque[int]] = {}
+        self._by_id: dict[str, int | deque[int]] = {}
 
     def sent(self, message_id: str, seq: int) -> None:
-        flights = self._by_id.get(message_id)
-        if flights is None:
-            self._by_id[message_id] = deque((seq,))
+        flights = self._by_id.setdefault(message_id, seq)
+        if flights == seq:
+            return
+        if isinstance(flights, int):
+            self._by_id[message_id] = deque((flights, seq))
         else:
             flights.append(seq)
 
     def landed(self, message_id: str, seq: int) -> None:
         """``seq`` is no longer in flight (answered, lost with its session, or dropped)."""
         flights = self._by_id[message_id]
-        if flights[0] == seq:  # nearly always: one per id, answered in order
+        if isinstance(flights, int):
+            del self._by_id[message_id]
+            return
+        if flights[0] == seq:  # answered in order
             flights.popleft()
         else:
             flights.remove(seq)
-        if not flights:
-            del self._by_id[message_id]
+        if len(flights) == 1:
+            self._by_id[message_id] = flights[0]
 
     def oldest(self, message_id: str) -> int | None:
         """What a return of ``message_id`` belongs to, or None when nothing is in flight
         with that id."""
         flights = self._by_id.get(message_id)
-        return flights[0] if flights else None
+        return flights if flights is None or isinstance(flights, int) else flights[0]
 
     def __len__(self) -> int:
-        return sum(len(flights) for flights in self._by_id.values())
+        return sum(1 if isinstance(f, int) else len(f) for f in self._by_id.values())
 
 
 class ReplyFate:

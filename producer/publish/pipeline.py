@@ -53,7 +53,7 @@ from enum import Enum
 from typing import Protocol
 
 from producer.envelope import Envelope, footprint
-from producer.publish.answers import REPLY_MAX_AGE, FlightsById, ReplyFate, is_reply
+from producer.publish.answers import REPLY, REPLY_MAX_AGE, FlightsById, ReplyFate
 
 NACK_DELAY_MIN = 0.05
 NACK_DELAY_MAX = 5.0
@@ -149,7 +149,7 @@ class Pipeline:
         self._pending[envelope.seq] = envelope
         self.bytes += size
         self._fresh.append(envelope.seq)
-        if is_reply(envelope):
+        if envelope.kind == REPLY:
             self.replies.held(envelope)
         return dropped
 
@@ -233,7 +233,7 @@ class Pipeline:
             return Nack.STALE
         self._land(seq)
         self._last_progress = now
-        if is_reply(self._pending[seq]):
+        if self._pending[seq].kind == REPLY:
             if self.replies.nacked(seq):
                 self._forget(seq)
                 return Nack.GIVEN_UP
@@ -393,6 +393,7 @@ class Pipeline:
 
     def _done(self, envelope: Envelope) -> None:
         self.bytes -= footprint(envelope)
-        self.replies.forget(envelope.seq)
+        if envelope.kind == REPLY:
+            self.replies.forget(envelope.seq)
         if self.journal is not None:
             self.journal.remove(envelope.seq)
