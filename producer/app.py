@@ -87,6 +87,7 @@ class Producer:
             max_bytes=s.phonet_buffer_max_bytes,
             window=s.phonet_publish_window,
             journal=self.spool,
+            reply_max_age=s.phonet_click2call_max_age,
         )
         self.publisher = Publisher(
             self.pipeline, self.metrics, publish_timeout=s.phonet_publish_timeout

@@ -61,7 +61,15 @@ CONNECT_FAILURES = ("refused", "dns", "timeout", "tls", "auth", "vhost", "other"
 SOCKET_FAILURES = ("auth", "http", "timeout", "network", "other")
 LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SEAMS = ("aiormq_publish", "websockets_opcode")
-DROP_REASONS = ("buffer_full", "spool_full", "shutdown", "unencodable", "refused")
+DROP_REASONS = (
+    "buffer_full",
+    "spool_full",
+    "shutdown",
+    "unencodable",
+    "refused",
+    "reply_nacked",
+    "reply_expired",
+)
 
 # Receive-to-confirm latency on a local broker is sub-millisecond to tens of ms; the
 # tail during an outage is seconds to minutes. 2 ms is a bound because it is the target
@@ -177,9 +185,16 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.returns_unmatched = Counter(
+            "phonet_events_returned_unmatched",
+            "Returns the broker sent for no publish still awaited (a channel already given"
+            " up); not counted as returned",
+            registry=r,
+        )
         self.events_dropped = Counter(
             "phonet_events_dropped",
-            "Messages dropped unpublished (buffer or spool full, shutdown without broker)",
+            "Messages dropped unpublished (buffer or spool full, shutdown without broker,"
+            " a click2call reply nacked too often or too old)",
             ["reason"],
             registry=r,
         )

@@ -1,17 +1,28 @@
 """The one seam over aiormq's internals. Everything here fails safe to the public API.
 
-Two things the public API does not give, and what we do when internals change:
+Three things the public API does not give, and what we do when internals change:
 
 * **Batch publishing** (:class:`FastPath`). Profiling showed ~45% of the producer's CPU in
   aiormq/pamqp's per-message ``basic_publish`` (see ``tests/bench/RESULTS.md``). The fast
   path writes a whole batch, encoded by :mod:`producer.publish.wire`, to the connection's
   writer queue as one frame group, and registers one confirmation future per message in
-  the channel's own table, so aiormq resolves them on ack, nack, return and channel close
-  exactly as it does for ``basic_publish``. :meth:`FastPath.attach` checks the internals
-  it needs; anything unexpected while registering a batch rolls the channel's delivery
-  tags back (as ``basic_publish`` does) and raises :class:`FastPathBroken`, after which
-  the publisher uses :class:`LibraryPath` (``basic_publish`` per message) for the rest of
-  that session, logged once and counted.
+  the channel's own table, so aiormq resolves them on ack, nack and channel close exactly
+  as it does for ``basic_publish``. :meth:`FastPath.attach` checks the internals it needs;
+  anything unexpected while registering a batch rolls the channel's delivery tags back (as
+  ``basic_publish`` does) and raises :class:`FastPathBroken`, after which the publisher
+  uses :class:`LibraryPath` (``basic_publish`` per message) for the rest of that session,
+  logged once and counted.
+* **Returned messages** (:func:`take_returns`, installed by :meth:`FastPath.attach`).
+  aiormq matches a ``basic.return`` to a publish through a table that keeps one delivery
+  tag per message id, so when the PBX repeats a frame (one id, two publishes in flight)
+  one return completes the wrong publish and the other finds nothing; and a return it
+  cannot match (also one for a channel it already gave up) is logged at ERROR with the
+  whole message, body and all: a call record. The hook takes every return off the channel
+  before aiormq sees it and hands the service the message id only (never the body); the
+  pipeline matches it (:meth:`~producer.publish.pipeline.Pipeline.returned`). Without the
+  hook (internals changed: no fast path either), aiormq handles returns as before and
+  :class:`WithholdBodies`, a logging filter on aiormq's loggers, keeps bodies out of its
+  log lines; counts of repeated frames can then be off by the repeats.
 * **Broker alarms** (:func:`blocked_probe`). RabbitMQ blocks publishing connections during
   a memory or disk alarm (``connection.blocked``); aiormq tracks it in a private event.
   Without it we cannot tell a blocked connection from a stalled one and the watchdog
@@ -21,14 +32,16 @@ Two things the public API does not give, and what we do when internals change:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import aiormq
-from aiormq.abc import ChannelFrame
+from aiormq.abc import ChannelFrame, DeliveredMessage
 from pamqp import commands as spec
 
 from producer.envelope import APP_ID, CONTENT_TYPE, Envelope
@@ -39,6 +52,20 @@ log = logging.getLogger("producer.amqp")
 Confirmation = asyncio.Future[Any]
 OnResult = Callable[[Envelope, Confirmation], None]
 """Called once per published envelope with its resolved (or cancelled) confirmation."""
+
+
+@dataclass(frozen=True)
+class Returned:
+    """What the service learns of a returned message: never its body."""
+
+    message_id: str | None
+    reply_code: int | None
+    exchange: str
+    routing_key: str
+
+
+OnReturn = Callable[[Returned], None]
+"""Called once per ``basic.return`` read on the channel, in the order they arrive."""
 
 
 class FastPathBroken(RuntimeError):
@@ -52,25 +79,28 @@ class FastPath:
         self._channel = channel
         self.number: int = channel.number
         self.frame_max: int = channel.connection.connection_tune.frame_max
+        self.broken = False  # the return hook met internals it did not expect
 
     @classmethod
-    def attach(cls, channel: object) -> FastPath | None:
-        """A fast path on ``channel``, or None when aiormq no longer looks as expected."""
+    def attach(cls, channel: object, on_return: OnReturn) -> FastPath | None:
+        """A fast path on ``channel`` with its returns going to ``on_return``
+        (:func:`take_returns`), or None (nothing changed) when aiormq no longer looks as
+        expected."""
         try:
             c: Any = channel
-            if (
+            if not (
                 isinstance(c.delivery_tag, int)
                 and isinstance(c.confirmations, dict)
-                and isinstance(c.message_id_delivery_tag, dict)
                 and isinstance(c.write_queue, asyncio.Queue)
                 and hasattr(c, "lock")
                 and isinstance(c.connection.connection_tune.frame_max, int)
                 and callable(c.create_future)
             ):
-                return cls(c)
+                return None
         except AttributeError:
-            pass
-        return None
+            return None
+        fast = cls(c)
+        return fast if take_returns(c, on_return, fast) else None
 
     async def publish(self, batch: Sequence[tuple[Envelope, bytes]], on_result: OnResult) -> None:
         """Write ``batch`` (envelopes with their encoded frames) as one frame group.
@@ -85,15 +115,14 @@ class FastPath:
         c = self._channel
         async with c.lock:  # delivery tags and frame order must match
             first = c.delivery_tag
-            registered: list[tuple[int, str, Confirmation]] = []
+            registered: list[tuple[int, Confirmation]] = []
             try:
-                for envelope, _ in batch:
+                for _ in batch:
                     c.delivery_tag += 1
                     tag = c.delivery_tag
                     confirmation = c.create_future()
                     c.confirmations[tag] = confirmation
-                    c.message_id_delivery_tag[envelope.message_id] = tag
-                    registered.append((tag, envelope.message_id, confirmation))
+                    registered.append((tag, confirmation))
                 frame = ChannelFrame(
                     payload=b"".join(frames for _, frames in batch), should_close=False
                 )
@@ -106,33 +135,68 @@ class FastPath:
                 if isinstance(exc, Exception):
                     raise FastPathBroken(f"{type(exc).__name__}: {exc}"[:200]) from exc
                 raise
-        for (envelope, _), (tag, message_id, confirmation) in zip(batch, registered, strict=True):
-            confirmation.add_done_callback(
-                partial(self._resolved, envelope, message_id, tag, on_result)
-            )
+        # Returns are matched by message id in the pipeline (the hook), not in aiormq's
+        # one-tag-per-id table, so nothing is registered there.
+        for (envelope, _), (_, confirmation) in zip(batch, registered, strict=True):
+            confirmation.add_done_callback(partial(on_result, envelope))
 
-    def _roll_back(self, first: int, registered: list[tuple[int, str, Confirmation]]) -> None:
+    def _roll_back(self, first: int, registered: list[tuple[int, Confirmation]]) -> None:
         """Undo a half-registered batch, as aiormq's ``basic_publish`` does."""
         c = self._channel
         c.delivery_tag = first
-        for tag, message_id, confirmation in registered:
+        for tag, confirmation in registered:
             c.confirmations.pop(tag, None)
-            if c.message_id_delivery_tag.get(message_id) == tag:
-                del c.message_id_delivery_tag[message_id]
             confirmation.cancel()
 
-    def _resolved(
-        self,
-        envelope: Envelope,
-        message_id: str,
-        tag: int,
-        on_result: OnResult,
-        confirmation: Confirmation,
-    ) -> None:
-        ids = self._channel.message_id_delivery_tag
-        if ids.get(message_id) == tag:
-            del ids[message_id]
-        on_result(envelope, confirmation)
+
+def take_returns(channel: Any, on_return: OnReturn, fast: FastPath) -> bool:
+    """Read every ``basic.return`` on ``channel`` ourselves and hand it to ``on_return``
+    (see the module docstring); False, changing nothing, when aiormq's reader does not look
+    as expected. aiormq then never resolves a confirmation with a returned message: the
+    ack that follows each return resolves it, and the pipeline knows it was returned.
+
+    If reading a return fails with an error that says the internals changed, the hook
+    marks ``fast.broken`` (the publisher stops using the fast path) and lets the error end
+    the channel, as aiormq's own reader does with any frame it cannot read.
+    """
+    try:
+        original = type(channel)._on_return_frame
+        read_header = channel._Channel__get_content_header
+        read_content = channel._read_content
+        fits = (
+            inspect.iscoroutinefunction(original)
+            and list(inspect.signature(original).parameters) == ["self", "frame"]
+            and inspect.iscoroutinefunction(read_header)
+            and not inspect.signature(read_header).parameters
+            and inspect.iscoroutinefunction(read_content)
+            and list(inspect.signature(read_content).parameters) == ["frame", "header"]
+        )
+    except (AttributeError, TypeError, ValueError):
+        return False
+    if not fits:
+        return False
+
+    async def on_return_frame(frame: spec.Basic.Return) -> None:
+        try:
+            message = await read_content(frame, await read_header())
+            properties = message.header.properties
+        except (AttributeError, TypeError) as exc:
+            fast.broken = True
+            log.warning("aiormq internals changed: cannot read a returned message (%s)", exc)
+            raise
+        returned = Returned(
+            message_id=properties.message_id,
+            reply_code=frame.reply_code,
+            exchange=frame.exchange or "",
+            routing_key=frame.routing_key or "",
+        )
+        try:
+            on_return(returned)
+        except Exception:  # a bug of ours must not stop the channel's reader
+            log.exception("handling a returned message failed")
+
+    channel._on_return_frame = on_return_frame
+    return True
 
 
 def properties(envelope: Envelope) -> spec.Basic.Properties:
@@ -183,6 +247,40 @@ class LibraryPath:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+
+
+class WithholdBodies(logging.Filter):
+    """Keeps message bodies out of aiormq's log records: a returned message it cannot
+    match is logged at ERROR with its repr (body included), and every frame written is
+    logged at DEBUG with its bytes. Such arguments become a description without content.
+    Installed on ``aiormq.channel`` and ``aiormq.connection`` when this module loads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(map(_carries_body, args)):
+            record.args = tuple(_withheld(arg) if _carries_body(arg) else arg for arg in args)
+        return True
+
+
+def _carries_body(value: object) -> bool:
+    return isinstance(value, DeliveredMessage | ChannelFrame | bytes | bytearray | memoryview)
+
+
+def _withheld(value: object) -> str:
+    if isinstance(value, DeliveredMessage):
+        message_id = getattr(value.header.properties, "message_id", None)
+        return (
+            f"<message exchange={value.exchange!r} routing_key={value.routing_key!r}"
+            f" message_id={message_id!r}, {len(value.body)} bytes withheld>"
+        )
+    if isinstance(value, ChannelFrame):
+        return f"<frames, {len(value.payload)} bytes withheld>"
+    assert isinstance(value, bytes | bytearray | memoryview)
+    return f"<{len(value)} bytes withheld>"
+
+
+for _name in ("aiormq.channel", "aiormq.connection"):
+    logging.getLogger(_name).addFilter(WithholdBodies())
 
 
 def blocked_probe(connection: object) -> Callable[[], bool] | None:

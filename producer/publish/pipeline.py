@@ -6,11 +6,13 @@ The adapter (:mod:`producer.publish.publisher`) feeds it what happened and does 
 Every envelope is in exactly one state::
 
     put ──▶ waiting ──take──▶ in flight (session s) ──acked / returned──▶ done
-              ▲                   │  nacked: back to waiting, sending pauses (backoff)
+              ▲                   │  nacked: back to waiting (an event pauses sending)
               └── session ended ──┘  (rewound, sent again in order on the next session)
 
     waiting or in flight ──put while full──▶ dropped (``buffer_full``, handed back)
     in flight ──unencodable, or refused alone by the broker──▶ poisoned (handed back)
+    in flight ──a reply nacked REPLY_NACKS times──▶ dropped (``reply_nacked``, handed back)
+    waiting ──a reply older than reply_max_age (wall clock)──▶ dropped (``reply_expired``)
 
 Invariants (``tests/unit/test_pipeline.py`` checks them over random interleavings):
 
@@ -23,6 +25,10 @@ Invariants (``tests/unit/test_pipeline.py`` checks them over random interleaving
 * a confirmation counts only for the session it was sent in: callbacks of a dead channel
   that fire late change nothing;
 * memory is bounded by count *and* bytes (:func:`producer.envelope.footprint`).
+
+**Returns and replies** (:mod:`producer.publish.answers`): a return completes the oldest
+envelope in flight with its message id (:meth:`Pipeline.returned`); a reply's nacks pause
+nothing and are bounded, and so is its age (:meth:`Pipeline.expire`).
 
 **Poison.** A message the broker cannot take must not block the ones behind it. One the
 encoder rejects is poisoned at once (:meth:`Pipeline.unencodable`). One the broker refuses
@@ -43,9 +49,11 @@ import heapq
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 from producer.envelope import Envelope, footprint
+from producer.publish.answers import REPLY, REPLY_MAX_AGE, FlightsById, ReplyFate
 
 NACK_DELAY_MIN = 0.05
 NACK_DELAY_MAX = 5.0
@@ -57,6 +65,12 @@ class Journal(Protocol):
     def append(self, envelope: Envelope) -> None: ...
 
     def remove(self, seq: int) -> None: ...
+
+
+class Nack(Enum):
+    STALE = "stale"  # another session's result, or the envelope is gone: nothing changed
+    RETRY = "retry"  # waiting again, sent before anything newer
+    GIVEN_UP = "given_up"  # a reply nacked too often: dropped, the caller counts it
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,7 @@ class Pipeline:
 
     ``max_events``/``max_bytes`` bound what is held; ``window`` bounds what is in flight.
     Sequence numbers (``envelope.seq``) are given by :meth:`put` from ``first_seq`` on.
+    ``reply_max_age``: seconds (wall clock) a reply may wait before it is dropped.
     """
 
     def __init__(
@@ -82,12 +97,14 @@ class Pipeline:
         window: int,
         journal: Journal | None = None,
         first_seq: int = 1,
+        reply_max_age: float = REPLY_MAX_AGE,
     ) -> None:
         if max_events < 1 or max_bytes < 1 or window < 1:
             raise ValueError("max_events, max_bytes and window must be positive")
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.window = window
+        self.replies = ReplyFate(reply_max_age)
         self.journal = journal
         self.bytes = 0
         self._next_seq = first_seq
@@ -95,6 +112,7 @@ class Pipeline:
         self._fresh: deque[int] = deque()  # never sent, ascending; may hold gone seqs
         self._resend: list[int] = []  # heap of seqs to send again; may hold gone seqs
         self._inflight: dict[int, int] = {}  # seq -> session
+        self._flights = FlightsById()  # for returns, which name a message id
         self._session = 0
         self._open = False
         self._last_progress = 0.0
@@ -131,6 +149,8 @@ class Pipeline:
         self._pending[envelope.seq] = envelope
         self.bytes += size
         self._fresh.append(envelope.seq)
+        if envelope.kind == REPLY:
+            self.replies.held(envelope)
         return dropped
 
     def drop_range(self, first: int, last: int) -> list[Envelope]:
@@ -184,12 +204,12 @@ class Pipeline:
         return batch
 
     def confirmed(self, session: int, seq: int, now: float) -> Envelope | None:
-        """The broker acked (or returned: no queue was bound) ``seq``: it is done. Returns
-        it, or None when the result is stale (another session) or it was dropped."""
+        """The broker acked ``seq``: it is done. Returns it, or None when the result is
+        stale (another session), it was dropped, or it was returned already."""
         if self._inflight.get(seq) != session:
             return None
-        del self._inflight[seq]
-        self._progress(now)
+        self._land(seq)
+        self._last_progress = now
         self._nack_delay = 0.0
         self._proven = True
         self._suspects.discard(seq)
@@ -198,25 +218,41 @@ class Pipeline:
         self._done(envelope)
         return envelope
 
-    def nacked(self, session: int, seq: int, now: float) -> bool:
-        """The broker nacked ``seq``: send it again before anything newer, after a pause
-        that doubles per round of nacks (a full queue with ``reject-publish`` would be
-        hammered otherwise) and resets on the next ack. False when stale."""
+    def returned(self, session: int, message_id: str, now: float) -> Envelope | None:
+        """The broker returned ``message_id`` (no queue took it): the oldest envelope in
+        flight in ``session`` with that id is done (its ack is then stale); None if none."""
+        seq = self._flights.oldest(message_id)
+        return None if seq is None else self.confirmed(session, seq, now)
+
+    def nacked(self, session: int, seq: int, now: float) -> Nack:
+        """The broker nacked ``seq``: send it again before anything newer. For an event,
+        after a pause that doubles per round of nacks (a full queue with ``reject-publish``
+        would be hammered otherwise) and resets on the next ack; a reply pauses nothing
+        and is given up at its last nack (see :mod:`producer.publish.answers`)."""
         if self._inflight.get(seq) != session:
-            return False
-        del self._inflight[seq]
-        self._progress(now)
-        heapq.heappush(self._resend, seq)
-        if now >= self._paused_until:  # one step per round, not per message
+            return Nack.STALE
+        self._land(seq)
+        self._last_progress = now
+        if self._pending[seq].kind == REPLY:
+            if self.replies.nacked(seq):
+                self._forget(seq)
+                return Nack.GIVEN_UP
+        elif now >= self._paused_until:  # one step per round, not per message
             self._nack_delay = min(NACK_DELAY_MAX, max(NACK_DELAY_MIN, self._nack_delay * 2))
             self._paused_until = now + self._nack_delay
-        return True
+        heapq.heappush(self._resend, seq)
+        return Nack.RETRY
+
+    def expire(self, wall: float) -> list[Envelope]:
+        """Drop (and return) the replies older than ``reply_max_age`` at ``wall`` (epoch
+        seconds) that are not in flight; cheap when there are none: call it before take."""
+        due = self.replies.overdue(wall, self._inflight)
+        return [self._forget(seq) for seq in due if seq in self._pending]
 
     def unencodable(self, session: int, seq: int) -> Envelope | None:
         """The encoder cannot write ``seq`` (it was never sent): poisoned, handed back."""
         if self._inflight.get(seq) != session:
             return None
-        del self._inflight[seq]
         return self._forget(seq)
 
     def end_session(self, session: int, *, refused: bool, now: float) -> SessionEnd:
@@ -228,7 +264,7 @@ class Pipeline:
         self._open = False
         lost = sorted(seq for seq, s in self._inflight.items() if s == session)
         for seq in lost:
-            del self._inflight[seq]
+            self._land(seq)
         poisoned: list[Envelope] = []
         if refused and lost:
             alone = lost[0] if len(lost) == 1 and lost[0] in self._suspects else None
@@ -298,10 +334,14 @@ class Pipeline:
         if not self._inflight:
             self._last_progress = now  # the stall clock starts with the first in flight
         self._inflight[seq] = self._session
-        return self._pending[seq]
+        envelope = self._pending[seq]
+        self._flights.sent(envelope.message_id, seq)
+        return envelope
 
-    def _progress(self, now: float) -> None:
-        self._last_progress = now
+    def _land(self, seq: int) -> None:
+        """``seq`` is no longer in flight (answered, lost with its session, or dropped)."""
+        del self._inflight[seq]
+        self._flights.landed(self._pending[seq].message_id, seq)
 
     def _waiting(self, seq: int) -> bool:
         return seq in self._pending and seq not in self._inflight
@@ -340,11 +380,11 @@ class Pipeline:
         seq = self._pop_waiting()
         if seq is None:  # everything held is in flight: the bound is the bound
             seq = min(self._inflight)
-            del self._inflight[seq]
         return self._forget(seq)
 
     def _forget(self, seq: int) -> Envelope:
-        self._inflight.pop(seq, None)
+        if seq in self._inflight:
+            self._land(seq)
         self._suspects.discard(seq)
         self._deferred.discard(seq)
         envelope = self._pending.pop(seq)
@@ -353,5 +393,7 @@ class Pipeline:
 
     def _done(self, envelope: Envelope) -> None:
         self.bytes -= footprint(envelope)
+        if envelope.kind == REPLY:
+            self.replies.forget(envelope.seq)
         if self.journal is not None:
             self.journal.remove(envelope.seq)

@@ -16,12 +16,20 @@ Each confirmation carries the session it was sent in, so callbacks of a dead cha
 nothing. :meth:`Publisher.end_session` rewinds what was in flight; poisoned messages come
 back from the pipeline and are republished under ``invalid.`` (events) or counted as
 dropped (anything else), so one message the broker cannot take never blocks the others.
+
+Returned messages (no queue took them) come from the fast path's hook as a message id and
+are matched by the pipeline; each is counted in ``phonet_events_returned_total`` (never
+as published), and one that matches nothing (a channel already given up) in
+``phonet_events_returned_unmatched_total``. No body is ever logged. A reply the broker
+nacks too often, or that waited past the pipeline's ``reply_max_age``, is dropped and
+counted (``reply_nacked``, ``reply_expired``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -34,8 +42,14 @@ from producer.events import InvalidReason
 from producer.logs import BurstLog, safe_error
 from producer.metrics import Metrics
 from producer.publish import wire
-from producer.publish.fastpath import Confirmation, FastPath, FastPathBroken, LibraryPath
-from producer.publish.pipeline import Pipeline
+from producer.publish.fastpath import (
+    Confirmation,
+    FastPath,
+    FastPathBroken,
+    LibraryPath,
+    Returned,
+)
+from producer.publish.pipeline import Nack, Pipeline
 
 log = logging.getLogger("producer.amqp")
 
@@ -43,6 +57,10 @@ DROP_MESSAGES = {
     "buffer_full": "buffer full (PHONET_BUFFER_SIZE / PHONET_BUFFER_MAX_BYTES): dropping the"
     " oldest events",
     "spool_full": "spool full (PHONET_SPOOL_MAX_BYTES): dropping the oldest events",
+    "reply_nacked": "the broker refused click2call replies (nacked each time: the caller's"
+    " reply_to queue is full or refuses them): dropped",
+    "reply_expired": "click2call replies were not confirmed within PHONET_CLICK2CALL_MAX_AGE:"
+    " dropped (their callers have given up)",
 }
 
 
@@ -61,18 +79,31 @@ class SessionLost(Exception):
 class Publisher:
     """Publishes the pipeline with confirms, one broker session at a time."""
 
-    def __init__(self, pipeline: Pipeline, metrics: Metrics, *, publish_timeout: float) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        *,
+        publish_timeout: float,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.publish_timeout = publish_timeout
+        self._wall = wall  # replies' age is judged by the wall clock (see the pipeline)
         self._session = 0
         self._lost: asyncio.Future[None] | None = None
         self._library: LibraryPath | None = None
+        self._fast: FastPath | None = None
         self._fast_disabled = False
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
-        self._logs = {name: BurstLog(log) for name in ("drop", "nack", "poison", "fallback")}
+        self._logs = {
+            name: BurstLog(log)
+            for name in ("drop", "nack", "poison", "fallback", "unmatched", "reply")
+        }
+        self._drop_logs = {reason: BurstLog(log) for reason in DROP_MESSAGES}
         self._unroutable_told = False
         metrics.watch(pipeline)
 
@@ -110,7 +141,9 @@ class Publisher:
         loop = asyncio.get_running_loop()
         self._session = self.pipeline.begin_session(loop.time())
         self._lost = lost
-        fast = None if self._fast_disabled else FastPath.attach(channel)
+        on_return = partial(self._returned, self._session)
+        fast = None if self._fast_disabled else FastPath.attach(channel, on_return)
+        self._fast = fast
         if fast is None:
             self._library = LibraryPath(channel)
             self._fallback("aiormq internals changed: publishing one message at a time (slower)")
@@ -133,6 +166,9 @@ class Publisher:
         if self._library is not None:
             await self._library.close()
             self._library = None
+        if self._fast is not None and self._fast.broken:
+            self._fast_disabled = True  # its return hook met internals it did not expect
+        self._fast = None
         now = asyncio.get_running_loop().time()
         ended = self.pipeline.end_session(self._session, refused=refused, now=now)
         if ended.rewound:
@@ -154,6 +190,11 @@ class Publisher:
             path = self._library
         on_result = partial(self._result, session)
         while True:
+            expired = pipeline.expire(self._wall())
+            if expired:
+                for envelope in expired:
+                    self._dropped(envelope, "reply_expired")
+                self._check_empty()
             now = loop.time()
             batch = pipeline.take(now)
             if not batch:
@@ -214,18 +255,23 @@ class Publisher:
         exc = confirmation.exception()
         now = asyncio.get_running_loop().time()
         if exc is None:
+            # None also when the hook saw it returned already: the ack that follows.
             if self.pipeline.confirmed(session, envelope.seq, now) is not None:
                 if isinstance(confirmation.result(), DeliveredMessage):
-                    self.metrics.events_returned.labels(envelope.label).inc()
-                    self._warn_unroutable(envelope)
+                    # Only without the hook: aiormq matched the return itself.
+                    self._count_returned(envelope)
                 else:
                     self.metrics.published[envelope.label].inc()
                     self.metrics.publish_latency.observe(now - envelope.received)
                 self._check_empty()
         elif isinstance(exc, aiormq.exceptions.DeliveryError):
-            if self.pipeline.nacked(session, envelope.seq, now):
+            nack = self.pipeline.nacked(session, envelope.seq, now)
+            if nack is Nack.RETRY:
                 self.metrics.publish_retries.inc()
                 self._logs["nack"](logging.WARNING, "broker nacked a publish; retrying")
+            elif nack is Nack.GIVEN_UP:
+                self._dropped(envelope, "reply_nacked")
+                self._check_empty()
         elif session == self._session and self._lost is not None and not self._lost.done():
             # Channel or connection trouble: end the session; end_session() rewinds.
             self._lost.set_exception(
@@ -233,11 +279,49 @@ class Publisher:
             )
         self._wake.set()
 
+    def _returned(self, session: int, returned: Returned) -> None:
+        """The fast path's hook read a ``basic.return``: the oldest envelope in flight with
+        its message id is done, counted as returned; one that matches nothing is counted
+        apart (and said once per burst), without its body either way."""
+        now = asyncio.get_running_loop().time()
+        envelope = None
+        if returned.message_id is not None:
+            envelope = self.pipeline.returned(session, returned.message_id, now)
+        if envelope is None:
+            self.metrics.returns_unmatched.inc()
+            self._logs["unmatched"](
+                logging.INFO,
+                "the broker returned a message no publish awaits (its channel was given up,"
+                " or it is not ours): counted in phonet_events_returned_unmatched_total",
+                extra={
+                    "message_id": (returned.message_id or "")[:64],
+                    "routing_key": returned.routing_key[:100],
+                    "reply_code": returned.reply_code,
+                },
+            )
+            return
+        self._count_returned(envelope)
+        self._check_empty()
+        self._wake.set()
+
     # --- outcomes ---------------------------------------------------------------------
+    def _count_returned(self, envelope: Envelope) -> None:
+        self.metrics.events_returned.labels(envelope.label).inc()
+        if envelope.kind == "reply":
+            self._logs["reply"](
+                logging.INFO,
+                "a click2call reply was returned: no queue is named by its reply_to (the"
+                ' caller is gone); counted in phonet_events_returned_total{event="reply"}',
+            )
+        else:
+            self._warn_unroutable(envelope)
+
     def _dropped(self, envelope: Envelope, reason: str) -> None:
         self.metrics.events_dropped.labels(reason).inc()
         message = DROP_MESSAGES.get(reason, f"dropping messages ({reason})")
-        self._logs["drop"](logging.ERROR, message)
+        # A reply is lost to its caller's choices (its queue, its patience), not ours.
+        level = logging.WARNING if reason.startswith("reply_") else logging.ERROR
+        self._drop_logs.get(reason, self._logs["drop"])(level, message)
 
     def _poisoned(self, envelope: Envelope, reason: InvalidReason, detail: str) -> None:
         """A message that cannot be published as it is: its ``invalid.`` copy takes its

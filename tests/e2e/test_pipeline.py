@@ -401,7 +401,7 @@ async def test_library_publish_path_is_a_working_fallback(
     and still delivers everything with the same contract."""
     from producer.publish.fastpath import FastPath
 
-    monkeypatch.setattr(FastPath, "attach", classmethod(lambda _cls, _channel: None))
+    monkeypatch.setattr(FastPath, "attach", classmethod(lambda _cls, _channel, _on: None))
     await start_producer()
     await sim.wait_connected(SUBSCRIBERS)
     for n in range(50):

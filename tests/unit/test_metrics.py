@@ -53,6 +53,7 @@ def test_no_metric_or_label_value_can_carry_a_secret_or_be_unbounded() -> None:
         *("bad_event", "too_large", "buffer_full", "spool_full", "shutdown", "success"),
         *("pbx_error", "unknown_subscriber", "not_connected", "timeout", "expired"),
         *("click2call", "reply", "bad_header", "unencodable", "refused"),
+        *("reply_nacked", "reply_expired"),
         *("aiormq_publish", "websockets_opcode"),
         *("refused", "dns", "timeout", "tls", "auth", "vhost", "http", "network"),
         *("forbidden", "number_not_allowed", "rate_limited", "gap", "history", "active"),

@@ -1,0 +1,255 @@
+"""Regressions for issue 21, over real sockets: what the broker returns (no queue bound) or
+nacks (a reply queue that refuses everything) is the service's to handle and count, never
+the library's to log, and never costs more than that one message.
+
+1. returned messages fell to aiormq's fallback, which logged whole call records at ERROR,
+   and a repeated frame (one message id twice in flight) was counted as published;
+2. a click2call reply that its caller's queue refused was retried forever, pausing every
+   event each round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aio_pika
+import aiormq
+import orjson
+import pytest
+from aio_pika.abc import AbstractConnection
+from pamqp import commands as spec
+
+from producer.metrics import Metrics
+from producer.publish.answers import REPLY_NACKS
+from producer.publish.fastpath import FastPath, Returned
+from producer.publish.pipeline import Pipeline
+from producer.publish.publisher import Publisher
+from producer.simulator import PhonetSimulator
+from tests.conftest import Janitor, broker_name
+from tests.e2e.conftest import SUBSCRIBERS, StartProducer
+from tests.support import Collector, until
+from tests.unit.test_events import SAMPLE
+
+NUMBERS = ("+380567777777", "380567777777", "+38099")  # the sample's, and the frames' below
+
+
+def value(producer: Any, name: str, labels: dict[str, str] | None = None) -> float:
+    return producer.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def leaked(records: list[logging.LogRecord], secrets: list[str]) -> list[str]:
+    """Log records whose message, arguments, extras or traceback hold one of ``secrets``."""
+    found = []
+    for record in records:
+        text = " ".join(
+            (record.getMessage(), repr(record.args), str(record.__dict__), record.exc_text or "")
+        )
+        if any(secret in text for secret in secrets):
+            found.append(f"{record.name} {record.levelname}: {record.getMessage()[:120]}")
+    return found
+
+
+def frames() -> tuple[str, list[str]]:
+    """A frame the PBX repeats, and sixty distinct ones, each with a phone number."""
+    repeated = orjson.dumps({**SAMPLE, "uuid": "twice"}).decode()
+    distinct = [
+        orjson.dumps({**SAMPLE, "uuid": f"r{n}", "otherLegs": [{"num": f"+38099{n:07d}"}]})
+        for n in range(60)
+    ]
+    return repeated, [frame.decode() for frame in distinct]
+
+
+async def send_unroutable(sim: PhonetSimulator, repeated: str, distinct: list[str]) -> int:
+    """Each repeated pair goes out back to back: both copies are read, and in flight,
+    before the broker answers the first."""
+    for _ in range(3):
+        await sim.send("001", repeated)
+        await sim.send("001", repeated)
+    for n, frame in enumerate(distinct):
+        await sim.send(SUBSCRIBERS[n % 3], frame)
+    return 6 + len(distinct)
+
+
+async def drained(producer: Any, sent: int) -> None:
+    await until(
+        lambda: (
+            value(producer, "phonet_events_received_total", {"event": "call.dial"}) == sent
+            and len(producer.pipeline) == 0
+        ),
+        timeout=15,
+        what="everything received and answered",
+    )
+
+
+# --- 1. returned messages --------------------------------------------------------------
+
+
+async def test_returned_events_are_ours_counted_and_never_logged_with_their_body(
+    sim: PhonetSimulator, start_producer: StartProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No queue bound: the broker returns every event. Each return completes its own
+    envelope (a repeated frame's two copies each get one), is counted once as returned and
+    never as published, and no log record of anyone, at any level, holds a body or a
+    phone number."""
+    caplog.set_level(logging.DEBUG)
+    producer = await start_producer()
+    await sim.wait_connected(SUBSCRIBERS)
+    repeated, distinct = frames()
+    sent = await send_unroutable(sim, repeated, distinct)
+    await drained(producer, sent)
+    assert value(producer, "phonet_events_returned_total", {"event": "call.dial"}) == sent
+    assert value(producer, "phonet_events_published_total", {"event": "call.dial"}) == 0
+    assert value(producer, "phonet_events_returned_unmatched_total") == 0
+    assert leaked(caplog.records, [repeated, *distinct, '"displayName"', *NUMBERS]) == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiormq.channel")] == []
+    told = [r for r in caplog.records if "no queue is bound" in r.getMessage()]
+    assert len(told) == 1  # the plain once-only hint stays
+
+
+async def test_without_the_hook_aiormq_logs_returns_without_their_body(
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiormq's internals changed (no fast path, no hook): aiormq matches returns itself,
+    misses a repeated frame's second return and logs it at ERROR; the WithholdBodies
+    filter leaves its routing key and message id in that line, not the call record.
+    Every envelope is still answered once (returned or published)."""
+    monkeypatch.setattr(FastPath, "attach", classmethod(lambda _cls, _channel, _on: None))
+    caplog.set_level(logging.DEBUG)
+    producer = await start_producer()
+    await sim.wait_connected(SUBSCRIBERS)
+    repeated, distinct = frames()
+    sent = await send_unroutable(sim, repeated, distinct)
+    await drained(producer, sent)
+    returned = value(producer, "phonet_events_returned_total", {"event": "call.dial"})
+    published = value(producer, "phonet_events_published_total", {"event": "call.dial"})
+    assert returned + published == sent
+    assert returned >= len(distinct)
+    unhandled = [r for r in caplog.records if r.getMessage().startswith("Unhandled message")]
+    assert unhandled  # the repeats: aiormq keeps one delivery tag per message id
+    assert "bytes withheld" in unhandled[0].getMessage()
+    assert leaked(caplog.records, [repeated, *distinct, '"displayName"', *NUMBERS]) == []
+
+
+async def test_the_hook_hands_over_each_return_in_order_without_its_body(
+    amqp: AbstractConnection, janitor: Janitor
+) -> None:
+    """The seam itself, on a raw aiormq channel: two publishes with one message id to an
+    exchange nothing is bound to come back as two returns naming that id, and their
+    confirmations resolve with the acks (aiormq no longer matches returns)."""
+    exchange = janitor.exchange(broker_name("returns"))
+    channel = await amqp.channel(publisher_confirms=True, on_return_raises=False)
+    await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    raw = await channel.get_underlay_channel()
+    got: list[Returned] = []
+    fast = FastPath.attach(raw, got.append)
+    assert fast is not None
+    results = [
+        await raw.basic_publish(
+            b'{"num": "+380991112233"}',
+            exchange=exchange,
+            routing_key=f"call.dial.{n}",
+            properties=spec.Basic.Properties(message_id="same"),
+            mandatory=True,
+        )
+        for n in range(2)
+    ]
+    assert [type(r) for r in results] == [spec.Basic.Ack, spec.Basic.Ack]
+    assert got == [
+        Returned(message_id="same", reply_code=312, exchange=exchange, routing_key=f"call.dial.{n}")
+        for n in range(2)
+    ]
+    await channel.close()
+
+
+async def test_a_return_after_its_session_ended_is_counted_apart(
+    amqp: AbstractConnection, janitor: Janitor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Broker-link churn: a return arrives for a session the publisher already gave up.
+    It matches nothing: counted in phonet_events_returned_unmatched_total, said once at
+    INFO without its body, never counted as returned or published."""
+    caplog.set_level(logging.DEBUG)
+    exchange = janitor.exchange(broker_name("churn"))
+    channel = await amqp.channel(publisher_confirms=True, on_return_raises=False)
+    await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    raw = await channel.get_underlay_channel()
+    assert isinstance(raw, aiormq.Channel)
+    metrics = Metrics()
+    publisher = Publisher(
+        Pipeline(max_events=10, max_bytes=10**6, window=10), metrics, publish_timeout=30.0
+    )
+    loop = asyncio.get_running_loop()
+    lost: asyncio.Future[None] = loop.create_future()
+    session = loop.create_task(publisher.run(raw, lost))
+    await until(lambda: publisher.pipeline.session == 1, what="session began (hook on)")
+    session.cancel()
+    await asyncio.wait([session])
+    await publisher.end_session(refused=False)
+    body = b'{"num": "+380991112233"}'
+    for _ in range(2):  # a late return of the dead session (same channel, as in churn)
+        await raw.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key="call.dial.001",
+            properties=spec.Basic.Properties(message_id="late"),
+            mandatory=True,
+        )
+    sample = metrics.registry.get_sample_value
+    assert sample("phonet_events_returned_unmatched_total") == 2
+    assert sample("phonet_events_returned_total", {"event": "call.dial"}) == 0
+    said = [r for r in caplog.records if "no publish awaits" in r.getMessage()]
+    assert [r.levelname for r in said] == ["INFO"]  # once per burst
+    assert leaked(caplog.records, [body.decode(), "+380991112233"]) == []
+    await channel.close()
+
+
+# --- 2. a reply queue that refuses every reply -----------------------------------------
+
+
+async def test_a_reply_its_queue_refuses_is_dropped_and_events_flow(
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    collector: Collector,
+    amqp: AbstractConnection,
+    command_queue: str,
+) -> None:
+    """A sender names a reply queue declared ``x-max-length: 0, x-overflow:
+    reject-publish``: the broker nacks every reply. The reply is sent REPLY_NACKS times,
+    then dropped and counted; every event sent meanwhile and after is published, and the
+    command's outcome event too (it is an event)."""
+    channel = await amqp.channel()
+    refusing = await channel.declare_queue(
+        "", exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+    )
+    producer = await start_producer()
+    await sim.wait_connected(SUBSCRIBERS)
+    await channel.default_exchange.publish(
+        aio_pika.Message(
+            orjson.dumps({"subscriber": "001", "to": "380991234567"}),
+            correlation_id="refused-reply",
+            reply_to=refusing.name,
+        ),
+        routing_key=command_queue,
+    )
+    sent = set()
+    for n in range(40):
+        uuid = f"e{n}"
+        await sim.send(SUBSCRIBERS[n % 3], {**SAMPLE, "uuid": uuid})
+        sent.add(uuid)
+    dropped = ("phonet_events_dropped_total", {"reason": "reply_nacked"})
+    await until(lambda: value(producer, *dropped) == 1, timeout=15, what="reply dropped")
+    await collector.wait_for(
+        lambda ms: (
+            sent <= collector.uuids() and any(m.routing_key == "click2call.success.001" for m in ms)
+        )
+    )
+    await until(lambda: len(producer.pipeline) == 0, what="nothing left held")
+    assert value(producer, "phonet_publish_retries_total") == REPLY_NACKS - 1
+    assert value(producer, "phonet_events_published_total", {"event": "reply"}) == 0
+    assert value(producer, "phonet_events_published_total", {"event": "click2call"}) == 1
+    assert value(producer, "phonet_events_published_total", {"event": "call.dial"}) == len(sent)
+    assert value(producer, "phonet_amqp_connects_total") == 1
