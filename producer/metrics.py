@@ -236,7 +236,8 @@ class Metrics:
         )
         self.spool_damaged = Counter(
             "phonet_spool_damaged_records",
-            "Damaged spool records skipped at start (a torn tail after a crash counts once)",
+            "Damaged spool regions skipped at start (a run of bad bytes, or a torn tail,"
+            " counts once)",
             registry=r,
         )
         self.publish_latency = Histogram(
