@@ -110,6 +110,15 @@ def connect_problem(exc: BaseException) -> ConnectProblem:
 _DNS_ERRORS = {socket.EAI_NONAME, socket.EAI_AGAIN, getattr(socket, "EAI_NODATA", -5)}
 
 
+def broker_user(url: str) -> str | None:
+    """The user the producer logs in as (the first URL's; every node of a cluster takes
+    the same), or None when the URL asks for EXTERNAL (certificate) authentication."""
+    parts = urlsplit(url.split(",")[0].strip())
+    if "auth=external" in parts.query.lower():
+        return None
+    return unquote(parts.username) if parts.username else "guest"
+
+
 def describe_target(url: str) -> str:
     """``host:port, vhost V, user U`` from an AMQP URL (never the password)."""
     parts = urlsplit(url)
@@ -146,10 +155,14 @@ async def check_broker(
 
 
 class BrokerLink:
-    """Keeps one broker connection alive and publishes through it.
+    """Keeps one broker connection alive and runs its users on it: the event publisher
+    (when given one) and every session hook.
 
-    :meth:`run` returns only after :meth:`stop`; connection failures are retried with
-    :class:`~producer.backoff.Backoff`. Cancelling :meth:`run` closes the connection.
+    The producer runs two: one publishes events (the publisher, the replicas' presence),
+    the other carries click2call (its commands, journal and replies), so nothing a command
+    does can interrupt event publishing. :meth:`run` returns only after :meth:`stop`;
+    connection failures are retried with :class:`~producer.backoff.Backoff`. Cancelling
+    :meth:`run` closes the connection.
     """
 
     def __init__(
@@ -157,12 +170,13 @@ class BrokerLink:
         *,
         url: str,
         exchange: str,
-        publisher: Publisher,
+        publisher: Publisher | None,
         metrics: Metrics,
         connect_timeout: float = 10.0,
         name: str = "",
         backoff: Backoff | None = None,
         tls: ssl.SSLContext | None = None,
+        quiet: bool = False,
     ) -> None:
         # Several URLs (the nodes of a cluster): start at a random one, so replicas spread,
         # and move to the next whenever a connection fails or a session is lost.
@@ -181,6 +195,9 @@ class BrokerLink:
         self.connection: AbstractConnection | None = None
         self._failing: str | None = None  # the kind of the current burst of failures
         self._retry_log = BurstLog(log, interval=60.0)
+        self.quiet = quiet
+        """A second link to the same broker: its connect failures are the first link's
+        news already (logged at DEBUG, not counted twice)."""
         self._stopping = asyncio.Event()
         self._lost: asyncio.Future[None] | None = None
         self._up = asyncio.Event()
@@ -226,7 +243,7 @@ class BrokerLink:
         loop = asyncio.get_running_loop()
         first = True
         while not self._stopping.is_set():
-            if not first:
+            if not first and not self.quiet:
                 self.metrics.amqp_reconnects.inc()
             first = False
             try:
@@ -265,11 +282,14 @@ class BrokerLink:
         """Count and explain a failed attempt; returns how long to wait. The first failure
         of a kind says what was tried and what to check; repeats are one line a minute."""
         problem = connect_problem(exc)
-        self.metrics.amqp_connect_failures.labels(problem.kind).inc()
         delay = self._backoff.next_delay()
         if problem.config_error:
             delay = max(delay, SLOW_RETRY)
         extra = {"amqp_url": self.safe_url, "reason": problem.kind}
+        if self.quiet:
+            log.debug("%s: cannot connect (%s)", self.name, problem.what, extra=extra)
+            return delay
+        self.metrics.amqp_connect_failures.labels(problem.kind).inc()
         if problem.kind != self._failing:
             self._failing = problem.kind
             log.error(
@@ -309,25 +329,25 @@ class BrokerLink:
                 lost.set_exception(SessionLost(f"closed: {reason}", refused=refusal(exc)))
 
         connection.close_callbacks.add(on_close)
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
-        channel.close_callbacks.add(on_close)
-        await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        raw = await channel.get_underlay_channel()
-        assert isinstance(raw, aiormq.Channel)
+        workers = []
+        if self.publisher is not None:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
+            channel.close_callbacks.add(on_close)
+            await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+            raw = await channel.get_underlay_channel()
+            assert isinstance(raw, aiormq.Channel)
+            publish = self.publisher.run(raw, lost, blocked_probe(connection))
+            workers.append(loop.create_task(_guard(publish, lost, "publisher"), name="publish"))
 
         self.connection = connection
         self._up.set()
-        self.metrics.amqp_connected.set(1)
-        self.metrics.amqp_connects.inc()
-        log.info("broker connected", extra={"amqp_url": self.safe_url, "exchange": self.exchange})
-
-        publish = self.publisher.run(raw, lost, blocked_probe(connection))
-        workers = [
-            loop.create_task(_guard(publish, lost, "publisher"), name="publish"),
-            *(
-                loop.create_task(_guard(hook(connection), lost, "consumer"), name="amqp:hook")
-                for hook in self.session_hooks
-            ),
+        if not self.quiet:  # the event link's metrics (the readiness signal)
+            self.metrics.amqp_connected.set(1)
+            self.metrics.amqp_connects.inc()
+        log.info("broker connected", extra={"amqp_url": self.safe_url, "link": self.name})
+        workers += [
+            loop.create_task(_guard(hook(connection), lost, "consumer"), name="amqp:hook")
+            for hook in self.session_hooks
         ]
         stop: asyncio.Future[Any] = loop.create_task(self._stopping.wait())
         try:
@@ -344,9 +364,11 @@ class BrokerLink:
         if lost is not None and not lost.done():
             lost.cancel()
         self._up.clear()
-        self.metrics.amqp_connected.set(0)
+        if not self.quiet:
+            self.metrics.amqp_connected.set(0)
         self.connection = None
-        await self.publisher.end_session(refused=refused)
+        if self.publisher is not None:
+            await self.publisher.end_session(refused=refused)
         try:
             async with asyncio.timeout(2):
                 await connection.close()

@@ -33,8 +33,8 @@ import time
 from functools import partial
 from types import TracebackType
 
-from producer import __version__
-from producer.amqp import BrokerLink
+from producer import __version__, lenient_frames
+from producer.amqp import BrokerLink, broker_user
 from producer.backoff import Backoff
 from producer.click2call.service import Click2Call
 from producer.config import Settings
@@ -61,6 +61,7 @@ from producer.publish.publisher import Publisher
 from producer.publish.spool import Spool
 from producer.publish.spool_keeper import SpoolKeeper
 from producer.replicas.coordinator import Coordinator
+from producer.replicas.membership import digest
 from producer.rest.service import RestService
 
 log = logging.getLogger("producer")
@@ -87,7 +88,6 @@ class Producer:
             max_bytes=s.phonet_buffer_max_bytes,
             window=s.phonet_publish_window,
             journal=self.spool,
-            reply_max_age=s.phonet_click2call_max_age,
         )
         self.publisher = Publisher(
             self.pipeline, self.metrics, publish_timeout=s.phonet_publish_timeout
@@ -97,21 +97,10 @@ class Producer:
             if self.spool is None
             else SpoolKeeper(self.spool, self.pipeline, self.publisher, self.metrics)
         )
-        self.broker = BrokerLink(
-            url=s.amqp_url.get_secret_value(),
-            tls=s.amqp_tls(),
-            exchange=s.phonet_exchange,
-            publisher=self.publisher,
-            metrics=self.metrics,
-            connect_timeout=s.amqp_connect_timeout,
-            name=s.replica_id,
-            backoff=Backoff(
-                min_delay=s.amqp_reconnect_min_delay,
-                max_delay=s.amqp_reconnect_max_delay,
-                initial=s.amqp_reconnect_min_delay,
-                healthy_after=5.0,
-            ),
-        )
+        self.broker = self._link(self.publisher, s.replica_id, quiet=False)
+        # Commands have a connection of their own: nothing a command does (a frame the
+        # client library cannot decode, a channel error) can interrupt event publishing.
+        self.commands_link = self._link(None, f"{s.replica_id} click2call", quiet=True)
         self.socket_options = SocketOptions(
             open_timeout=s.phonet_open_timeout,
             ping_interval=s.phonet_ping_interval,
@@ -132,7 +121,6 @@ class Producer:
         )
         self.gate = HandshakeGate(s.phonet_handshake_concurrency, s.phonet_handshake_rate)
         self.sockets = SocketPool(self._socket_for, self.metrics, on_state=self._socket_state)
-        self.click2call = Click2Call(s, self.sockets, self.publisher, self.metrics)
         self.known: frozenset[str] = frozenset(s.subscribers)
         self.coordinator = Coordinator(
             s.replica_id,
@@ -142,19 +130,31 @@ class Producer:
             metrics=self.metrics.replicas,
             standby=s.phonet_standby == "hot",
             window=s.phonet_standby_window,
+            # A standby window holds at most a quarter of the buffer's memory budget.
+            window_bytes=s.phonet_buffer_max_bytes // 4,
             grace=s.phonet_handover_grace,
             interval=s.phonet_presence_interval,
             timeout=s.phonet_presence_timeout,
+            settings=shared_settings(s),
+            all_up=self.sockets.all_up,
+            is_up=self._socket_up,
+            on_roster_mismatch=lambda: self.rest.look_again(),
         )
         self.broker.session_hooks.append(self.coordinator.presence.session)
-        self.click2call.known = lambda: self.known
-        self.click2call.mine = self.coordinator.owns
-        self.click2call.ready = self.coordinator.wait_assigned
-        self.coordinator.presence.is_warm = self.sockets.all_up
+        self.click2call = Click2Call(
+            s,
+            self.sockets,
+            self.publisher,
+            self.metrics,
+            self.coordinator,
+            configured=lambda: self.known,
+            user=broker_user(s.amqp_url.get_secret_value()),
+        )
+        self.coordinator.busy = self.click2call.board.busy_on
+        self.commands_link.session_hooks.append(self.click2call.session)
         self.rest = RestService(
             s, self.publisher, self.metrics.rest, self.api_key, self.set_subscribers
         )
-        self.broker.session_hooks.append(self.click2call.consume)
         self.http = OpsServer(
             s.metrics_host,
             s.metrics_port,
@@ -167,10 +167,30 @@ class Producer:
         self.gc_policy = GcPolicy() if manage_gc else None
         self.shutting_down = False
         self._broker_task: asyncio.Task[None] | None = None
+        self._commands_task: asyncio.Task[None] | None = None
         self._invalid_log = BurstLog(log)
         self._safe_socket_url = mask_url(s.socket_base_url)
 
     # --- wiring -----------------------------------------------------------------------
+    def _link(self, publisher: Publisher | None, name: str, *, quiet: bool) -> BrokerLink:
+        s = self.settings
+        return BrokerLink(
+            url=s.amqp_url.get_secret_value(),
+            tls=s.amqp_tls(),
+            exchange=s.phonet_exchange,
+            publisher=publisher,
+            metrics=self.metrics,
+            connect_timeout=s.amqp_connect_timeout,
+            name=name,
+            quiet=quiet,
+            backoff=Backoff(
+                min_delay=s.amqp_reconnect_min_delay,
+                max_delay=s.amqp_reconnect_max_delay,
+                initial=s.amqp_reconnect_min_delay,
+                healthy_after=5.0,
+            ),
+        )
+
     def _socket_for(self, subscriber: str, on_state: StateHandler) -> SubscriberSocket:
         return SubscriberSocket(
             subscriber,
@@ -184,12 +204,21 @@ class Producer:
             on_state=on_state,
         )
 
+    def _socket_up(self, subscriber: str) -> bool:
+        sock = self.sockets.get(subscriber)
+        return sock is not None and sock.connected
+
     def _socket_state(self, subscriber: str, connection: int, up: bool) -> None:
         if self.gc_policy is not None:
             self.gc_policy.socket_changed(asyncio.get_running_loop().time(), closed=not up)
         self.click2call.socket_state(subscriber, connection, up)
         sock = self.sockets.get(subscriber)
         code = sock.last_close if sock is not None else None
+        wall_ms = time.time_ns() // 1_000_000
+        # An owner's socket down: its standby covers for it (told in the heartbeat).
+        self.coordinator.socket_state(
+            subscriber, up, wall_ms if up else self.rest.book.last_good(wall_ms, code)
+        )
         # Gaps are the publishing replica's to report: a standby's reconnect is no gap in
         # the published stream.
         self.rest.socket_state(subscriber, up, code, self.coordinator.publishes(subscriber))
@@ -279,12 +308,13 @@ class Producer:
             replica_id=self.settings.replica_id,
             amqp_node=self.broker.safe_url if self.broker.connected else "",
             rest=self.rest.status(),
+            click2call=self.click2call.status(),
             replicas={
-                "replicas_seen": len(
-                    self.coordinator.membership.live(asyncio.get_running_loop().time())
-                ),
+                "replicas_seen": 1
+                + len(self.coordinator.membership.heard_any(asyncio.get_running_loop().time())),
                 "owned": len(self.coordinator.roles.owned),
                 "standby": len(self.coordinator.roles.standby),
+                "handing_over": self.coordinator.handing_over,
             },
         )
 
@@ -305,7 +335,14 @@ class Producer:
             ) from None
         if self.spool_keeper is not None:
             self.spool_keeper.start()
+        if not lenient_frames.install():
+            self.metrics.fallbacks["pamqp_header"].inc()
+            log.warning(
+                "pamqp internals changed: a click2call command whose properties cannot be"
+                " decoded closes the command connection (event publishing is not affected)"
+            )
         self._broker_task = asyncio.create_task(self.broker.run(), name="amqp")
+        self._commands_task = asyncio.create_task(self.commands_link.run(), name="amqp:commands")
         self._lag_task = asyncio.create_task(
             watch_loop(self.metrics.loop_lag.observe, self.gc_policy, lambda: len(self.sockets)),
             name="loop-lag",
@@ -348,8 +385,9 @@ class Producer:
             self._key_task.cancel()
             await asyncio.wait([self._key_task])
         await self.rest.close()
-        # Several replicas: hand over first (the others take over while this one still
-        # reads), then stop taking commands.
+        # Several replicas: take no new command (this one is about to own nothing), hand
+        # over (the others take over while this one still reads), then finish commands.
+        await self.click2call.stop_taking()
         await self.coordinator.leave(
             min(self.settings.phonet_handover_grace, self.settings.phonet_shutdown_timeout / 4)
         )
@@ -360,19 +398,13 @@ class Producer:
         # joins what is flushed below.
         await self.click2call.settled(timeout=0.5)
         await self.click2call.close()
+        await _stop_link(self.commands_link, self._commands_task, 0.5)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, deadline - loop.time())):
                 await self.publisher.wait_empty()
-        self.broker.stop()
-        if self._broker_task is not None:
-            try:
-                # Bounded: the default 8 s budget + 1 s + the spool's 1 s stays under
-                # Kubernetes' default 10 s grace period.
-                async with asyncio.timeout(1.0):
-                    await self._broker_task
-            except TimeoutError:
-                self._broker_task.cancel()
-                await asyncio.wait([self._broker_task])
+        # Bounded: the default 8 s budget + 1 s + the spool's 1 s stays under Kubernetes'
+        # default 10 s grace period.
+        await _stop_link(self.broker, self._broker_task, 1.0)
         left = len(self.pipeline)
         await self.http.close()
         if self._lag_task is not None:
@@ -406,6 +438,25 @@ class Producer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+async def _stop_link(link: BrokerLink, task: asyncio.Task[None] | None, timeout: float) -> None:
+    """Ask ``link`` to close; cancel it after ``timeout`` seconds."""
+    link.stop()
+    if task is None:
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await task
+    except TimeoutError:
+        task.cancel()
+        await asyncio.wait([task])
+
+
+def shared_settings(s: Settings) -> str:
+    """The digest of what replicas must agree on to share the work (else each acts alone):
+    the PBX domain, the exchange, the command queue and the standby mode."""
+    return digest([s.phonet_domain, s.phonet_exchange, s.phonet_click2call_queue, s.phonet_standby])
 
 
 async def serve(settings: Settings) -> int:

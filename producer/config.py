@@ -10,6 +10,7 @@ configuration table is generated from the same field descriptions (see
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import ssl
@@ -196,7 +197,8 @@ class Settings(BaseSettings):
     phonet_replica_id: str = Field(
         "",
         max_length=64,
-        description="this replica's name in logs, /readyz and the broker (default: host name)",
+        description="this replica's name in logs, /readyz and the broker (default: the pod"
+        " name in Kubernetes, else host name and process id)",
     )
     phonet_standby: Literal["hot", "off"] = Field(
         "hot",
@@ -207,7 +209,10 @@ class Settings(BaseSettings):
         10.0, gt=0, description="seconds of events a standby keeps, published at a takeover"
     )
     phonet_handover_grace: float = Field(
-        5.0, ge=0, description="seconds a replica keeps publishing a subscriber it handed over"
+        5.0,
+        gt=0,
+        description="seconds a replica keeps publishing a subscriber it handed over (at least"
+        " twice PHONET_PRESENCE_INTERVAL)",
     )
     phonet_presence_interval: float = Field(
         0.5, gt=0, description="seconds between a replica's heartbeats"
@@ -395,7 +400,18 @@ class Settings(BaseSettings):
 
     @property
     def replica_id(self) -> str:
-        return self.phonet_replica_id.strip() or socket.gethostname()
+        """PHONET_REPLICA_ID, else a default that two producers cannot share: in
+        Kubernetes the pod's name (its host name: stable across a container restart,
+        unique per pod), elsewhere the host name and the process id (two units or two
+        containers on one host differ; a restart is a new replica, which the others take
+        as a leave and a join)."""
+        given = self.phonet_replica_id.strip()
+        if given:
+            return given
+        host = socket.gethostname()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return host
+        return f"{host}-{os.getpid()}"[:64]
 
     @property
     def discovery(self) -> bool:

@@ -130,6 +130,11 @@ def cross_problems(get: Callable[[str], Any]) -> list[str]:
     interval, timeout = get("phonet_presence_interval"), get("phonet_presence_timeout")
     if interval is not None and timeout is not None and timeout < 2 * interval:
         problems.append("PHONET_PRESENCE_TIMEOUT: must be at least twice PHONET_PRESENCE_INTERVAL")
+    grace = get("phonet_handover_grace")
+    if grace is not None and interval is not None and 0 < grace < 2 * interval:
+        # The new owner says it is warm in a heartbeat: a grace shorter than two of them
+        # could end a handover on a heartbeat sent before it heard of the handover.
+        problems.append("PHONET_HANDOVER_GRACE: must be at least twice PHONET_PRESENCE_INTERVAL")
     window = get("phonet_standby_window")
     if None not in (window, interval, timeout) and window < 2 * (interval + timeout):
         # A takeover is noticed after timeout + interval; the window must still hold what

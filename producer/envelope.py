@@ -52,7 +52,9 @@ class Envelope:
     """One message to publish. ``received`` is a monotonic time for latency metrics.
 
     ``label`` is the bounded ``event`` metric label; ``kind`` tells events, invalid frames,
-    click2call outcomes and RPC replies apart (a reply goes to the default exchange).
+    click2call outcomes, gaps and REST records (``history``, ``active``) apart.
+    ``correlation_id`` is set by nothing now (click2call replies, which carried one, are
+    published over the command connection); it stays for the spool's format and the wire.
     """
 
     exchange: str
@@ -201,7 +203,7 @@ def invalid_envelope(
 def invalid_copy(envelope: Envelope, reason: InvalidReason, detail: str) -> Envelope | None:
     """An event the encoder or the broker would not take, as ``invalid.<token>`` (same body,
     id and receive time, small headers). None for anything but an event: an invalid frame,
-    a reply or an outcome that is poison has no smaller form."""
+    an outcome, a gap or a REST record that is poison has no smaller form."""
     subscriber = envelope.headers.get("subscriber")
     if envelope.kind != "event" or not isinstance(subscriber, str):
         return None
@@ -214,32 +216,6 @@ def invalid_copy(envelope: Envelope, reason: InvalidReason, detail: str) -> Enve
         envelope.message_id,
         received=envelope.received,
         wall_ms=int(envelope.headers.get("received_at_ms", envelope.timestamp * 1000)),
-    )
-
-
-def reply_envelope(
-    reply_to: str,
-    correlation_id: str | None,
-    body: bytes,
-    headers: dict[str, Any],
-    *,
-    message_id: str,
-    received: float,
-    wall_ms: int,
-) -> Envelope:
-    """An RPC reply: default exchange, routing key ``reply_to``, the caller's correlation id."""
-    return Envelope(
-        exchange="",
-        routing_key=reply_to,
-        body=body,
-        message_id=message_id,
-        headers=headers,
-        type="click2call.reply",
-        timestamp=wall_ms // 1000,
-        label="reply",
-        kind="reply",
-        received=received,
-        correlation_id=correlation_id,
     )
 
 

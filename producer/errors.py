@@ -90,3 +90,10 @@ class CommandTimeout(CommandError):
 
 class PbxRefused(CommandError):
     result = "pbx_error"
+
+
+class OutcomeUnknown(CommandError):
+    """A replica that stopped had claimed the command (it may have dialed it) and never
+    answered: it is not dialed again, and its outcome cannot be known."""
+
+    result = "unknown"

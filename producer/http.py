@@ -52,6 +52,8 @@ class Health:
     """What this replica owns and stands by for, and how many replicas it hears."""
     rest: dict[str, Any] | None = None
     """Discovery and backfill status (see :meth:`producer.rest.service.RestService.status`)."""
+    click2call: dict[str, Any] | None = None
+    """Whether commands are consumed (see :meth:`producer.click2call.service.Click2Call.status`)."""
 
     @property
     def ready(self) -> bool:

@@ -29,6 +29,7 @@ from prometheus_client import (
 )
 
 from producer import __version__
+from producer.click2call.metrics import Click2CallMetrics
 from producer.events import KNOWN_EVENTS, InvalidReason
 from producer.exposition import PerSubscriber, SocketsCollector, SocketsView
 from producer.replicas.metrics import ReplicaMetrics
@@ -42,9 +43,10 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 EVENT_LABELS = (*sorted(KNOWN_EVENTS), "other", "invalid")
 """``event`` label values of frames read from Phonet."""
-PUBLISHED_LABELS = (*EVENT_LABELS, "click2call", "reply", "gap", "history", "active")
-"""``event`` label values of what is published: frames, click2call outcomes, RPC replies,
-gaps and what the REST API filled in (missed and in-progress calls)."""
+PUBLISHED_LABELS = (*EVENT_LABELS, "click2call", "gap", "history", "active")
+"""``event`` label values of what the event pipeline publishes: frames, click2call outcomes,
+gaps and what the REST API filled in (missed and in-progress calls). click2call replies are
+published over the command connection, not counted here."""
 CLICK2CALL_RESULTS = (
     "success",
     "pbx_error",
@@ -56,20 +58,13 @@ CLICK2CALL_RESULTS = (
     "not_connected",
     "timeout",
     "expired",
+    "unknown",
 )
 CONNECT_FAILURES = ("refused", "dns", "timeout", "tls", "auth", "vhost", "other")
 SOCKET_FAILURES = ("auth", "http", "timeout", "network", "other")
 LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-SEAMS = ("aiormq_publish", "websockets_opcode")
-DROP_REASONS = (
-    "buffer_full",
-    "spool_full",
-    "shutdown",
-    "unencodable",
-    "refused",
-    "reply_nacked",
-    "reply_expired",
-)
+SEAMS = ("aiormq_publish", "websockets_opcode", "pamqp_header")
+DROP_REASONS = ("buffer_full", "spool_full", "shutdown", "unencodable", "refused", "obsolete")
 
 # Receive-to-confirm latency on a local broker is sub-millisecond to tens of ms; the
 # tail during an outage is seconds to minutes. 2 ms is a bound because it is the target
@@ -193,8 +188,7 @@ class Metrics:
         )
         self.events_dropped = Counter(
             "phonet_events_dropped",
-            "Messages dropped unpublished (buffer or spool full, shutdown without broker,"
-            " a click2call reply nacked too often or too old)",
+            "Messages dropped unpublished (buffer or spool full, shutdown without broker)",
             ["reason"],
             registry=r,
         )
@@ -206,7 +200,8 @@ class Metrics:
         self.library_fallbacks = Counter(
             "phonet_library_fallbacks",
             "Times a seam over a library's internals fell back to its public API"
-            " (aiormq_publish: per session; websockets_opcode: per frame)",
+            " (aiormq_publish: per session; websockets_opcode: per frame; pamqp_header: at"
+            " start)",
             ["seam"],
             registry=r,
         )
@@ -258,6 +253,7 @@ class Metrics:
             buckets=COMMAND_BUCKETS,
             registry=r,
         )
+        self.commands = Click2CallMetrics(r)
         # Pre-create label sets so dashboards see zeros instead of missing series.
         # Label children looked up once: .labels() costs more than .inc() on the hot path.
         self.fallbacks = {seam: self.library_fallbacks.labels(seam) for seam in SEAMS}

@@ -68,8 +68,10 @@ def broker_name(kind: str) -> str:
 
 class Janitor:
     """Deletes the broker objects a test registered, after the test (whatever happened).
-    For each exchange ``X`` it also deletes the queues ``X.click2call`` and ``X.journal``
-    and the exchange ``X.presence`` that producers and examples derive from it."""
+    For each exchange ``X`` it also deletes the queues ``X.click2call`` (and its journal)
+    and ``X.journal``
+    and the exchange ``X.presence`` that producers and examples derive from it, and for
+    each queue ``Q`` the stream ``Q.journal`` (a command queue's journal)."""
 
     def __init__(self, amqp_url: str) -> None:
         self.amqp_url = amqp_url
@@ -78,11 +80,12 @@ class Janitor:
 
     def exchange(self, name: str) -> str:
         self.exchanges.update({name, f"{name}.presence"})  # replicas' heartbeats
-        self.queues.update({f"{name}.click2call", f"{name}.journal"})
+        self.queues.update({f"{name}.click2call", f"{name}.click2call.journal", f"{name}.journal"})
         return name
 
     def queue(self, name: str) -> str:
-        self.queues.add(name)
+        # A command queue gets its click2call journal (a stream) beside it.
+        self.queues.update({name, f"{name}.journal"})
         return name
 
     async def clean(self) -> None:

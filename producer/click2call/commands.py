@@ -15,13 +15,16 @@ import uuid
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from producer.envelope import Envelope, outcome_envelope, reply_envelope
+from producer.envelope import Envelope, outcome_envelope
 from producer.errors import CommandError, CommandExpired, InvalidCommand, UnknownSubscriber
 from producer.events import CallEvent
+
+if TYPE_CHECKING:
+    from producer.config import Settings
 
 REPLY_EVENTS = frozenset({"success", "error"})
 MAX_ID_LENGTH = 128
@@ -180,74 +183,94 @@ def result_of(outcome: CommandError | None) -> str:
     return "success" if outcome is None else outcome.result
 
 
-def answer_envelopes(
+@dataclass(frozen=True, slots=True)
+class AnswerParts:
+    """One command's answer: the reply body (:func:`reply_body`), its headers (``result``,
+    and ``subscriber``, ``command_id``, ``correlation_id`` when known), its ``result``
+    label, and where the RPC reply goes (None: no ``reply_to``, or the command queue
+    itself, where it would be read as a command)."""
+
+    body: bytes
+    headers: dict[str, Any]
+    result: str
+    reply_to: str | None
+
+
+def answer_parts(
     fields: dict[str, Any],
     outcome: CommandError | None,
     pbx_message: str | None,
     *,
-    exchange: str,
     command_queue: str,
     reply_to: str | None,
     correlation_id: str | None,
-    received: float,
-    wall_ms: int,
-    new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
-) -> list[Envelope]:
-    """What answers one command: the RPC reply to ``reply_to`` (none without one, nor to
-    the command queue itself, where it would be read as a command) and the outcome event
-    on ``exchange``; the same body (:func:`reply_body`) and headers (``result``, and
-    ``subscriber``, ``command_id``, ``correlation_id`` when known) on both."""
+) -> AnswerParts:
+    """What answers one command; the same body and headers go to the caller and, as the
+    outcome event (:func:`outcome_event`), to the events exchange."""
     result = result_of(outcome)
-    body = reply_body(fields, outcome, pbx_message)
     headers: dict[str, Any] = {"result": result}
     subscriber = fields.get("subscriber")
-    if not isinstance(subscriber, str):
-        subscriber = None
-    if subscriber is not None:
+    if isinstance(subscriber, str):
         headers["subscriber"] = subscriber
     if fields.get("id") is not None:
         headers["command_id"] = str(fields["id"])
     if correlation_id:
         headers["correlation_id"] = correlation_id
-    answers = []
-    if reply_to and reply_to != command_queue:
-        answers.append(
-            reply_envelope(
-                reply_to,
-                correlation_id,
-                body,
-                headers,
-                message_id=new_id(),
-                received=received,
-                wall_ms=wall_ms,
-            )
-        )
-    answers.append(
-        outcome_envelope(
-            exchange,
-            subscriber,
-            "success" if outcome is None else "error",
-            body,
-            headers,
-            message_id=new_id(),
-            received=received,
-            wall_ms=wall_ms,
-        )
+    return AnswerParts(
+        body=reply_body(fields, outcome, pbx_message),
+        headers=headers,
+        result=result,
+        reply_to=reply_to if reply_to and reply_to != command_queue else None,
     )
-    return answers
+
+
+def outcome_event(
+    parts: AnswerParts,
+    *,
+    exchange: str,
+    received: float,
+    wall_ms: int,
+    new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+) -> Envelope:
+    """The answer as an event on ``exchange``: ``click2call.success|error.<token>``."""
+    subscriber = parts.headers.get("subscriber")
+    return outcome_envelope(
+        exchange,
+        subscriber if isinstance(subscriber, str) else None,
+        "success" if parts.result == "success" else "error",
+        parts.body,
+        dict(parts.headers),
+        message_id=new_id(),
+        received=received,
+        wall_ms=wall_ms,
+    )
 
 
 __all__ = [
+    "AnswerParts",
     "Command",
     "CommandError",
-    "answer_envelopes",
+    "answer_parts",
     "check_age",
     "command_fields",
     "fields_of",
     "is_pbx_reply",
     "normalise_number",
+    "outcome_event",
     "parse_command",
     "pbx_error_message",
     "reply_body",
     "result_of",
 ]
+
+
+def queue_arguments(settings: Settings) -> dict[str, Any]:
+    """The command queue's arguments: commands older than the max age are dropped by the
+    broker (never dialed late); quorum and a dead-letter exchange when configured."""
+    s = settings
+    arguments: dict[str, Any] = {"x-message-ttl": int(s.phonet_click2call_max_age * 1000)}
+    if s.phonet_click2call_queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+    if s.phonet_click2call_dead_letter_exchange:
+        arguments["x-dead-letter-exchange"] = s.phonet_click2call_dead_letter_exchange
+    return arguments

@@ -1,10 +1,11 @@
 """The switchboard's vocabulary: what the adapter tells it and what it asks back. Pure.
 
-:class:`Delivery` is a command message as the adapter read it; the :data:`Effect`\\ s are
-what :class:`~producer.click2call.switchboard.Switchboard` asks the adapter
-(:mod:`producer.click2call.service`) to do: settle a message (:class:`SettleMessage`
-with a :class:`Settle`), write an action on a socket (:class:`SendAction`), publish a
-reply (:class:`Reply`).
+:class:`Delivery` is a command message as the adapter read it (after the journal found
+nothing against dialing it, and the adapter's claim of it stands first); the
+:data:`Effect`\\ s are what :class:`~producer.click2call.switchboard.Switchboard` asks the
+adapter (:mod:`producer.click2call.service`) to do: write an action on a socket
+(:class:`SendAction`), answer a command — publish its reply, then settle its message
+(:class:`Answer`) — or settle a message without an answer (:class:`SettleMessage`).
 """
 
 from __future__ import annotations
@@ -29,13 +30,11 @@ class Settle(Enum):
 @dataclass(frozen=True)
 class Delivery:
     """A command message as the adapter read it. ``key`` is the adapter's handle for the
-    message; ``identity`` is equal across redeliveries; ``fresh_until`` is the clock
-    value after which it is stale. ``command`` is None when ``error`` says why."""
+    message; ``fresh_until`` is the clock value after which it is stale. ``command`` is
+    None when ``error`` says why."""
 
     key: Hashable
     session: int
-    identity: str
-    redelivered: bool
     command: Command | None
     error: CommandError | None
     fresh_until: float
@@ -59,13 +58,16 @@ class SendAction:
 
 
 @dataclass(frozen=True)
-class Reply:
-    """Publish the command's reply: ``outcome`` None is success; ``pbx_message`` is the
-    PBX's own text for a refusal."""
+class Answer:
+    """Publish the command's reply (``outcome`` None is success; ``pbx_message`` the PBX's
+    own text for a refusal), then settle its message ``settle``. ``dialed``: the PBX may
+    have been asked (a retry then gets this answer again instead of a second dial)."""
 
     key: Hashable
     outcome: CommandError | None
+    settle: Settle
+    dialed: bool
     pbx_message: str | None = None
 
 
-Effect = SettleMessage | SendAction | Reply
+Effect = SettleMessage | SendAction | Answer

@@ -1,95 +1,72 @@
-"""click2call adapter: the command queue and the sockets, driving the pure switchboard.
-
-Validation, reply shapes and the answering messages are pure
-(:mod:`producer.click2call.commands`), and so is every decision — whose turn it is, when
-to ack, which answer belongs to which command, when a command times out
-(:mod:`producer.click2call.switchboard`). This module only translates:
-
-* a delivered message becomes a :class:`~producer.click2call.effects.Delivery`; its
-  consumer task (:meth:`Click2Call.handle`) then waits for the switchboard to settle it and
-  does the ack/reject (the ack goes out *before* the action: at most once);
-* socket state and PBX answer frames come from the sockets (:meth:`Click2Call.socket_state`,
-  :meth:`Click2Call.offer`); actions go out on the socket in a task of their own;
-* replies and outcome events go through the publisher's pipeline, so they are confirmed
-  and survive a broker reconnect like events do — the command's fate no longer depends on
-  the session it came on;
-* one timer task ticks the switchboard at its next deadline.
+"""click2call adapter: the command queue, the journal and the sockets, driving the pure
+switchboard. It runs as the session hook of the **command connection** (its own: nothing
+a command does can interrupt event publishing). Per session it opens the journal
+(:mod:`.journal_link`), consumes the command queue with aiormq's raw consumer (properties
+read defensively, :mod:`.message`) and picks up what other replicas hand to this one
+(:mod:`.dispatching`). Each command runs in a task of its own through
+:class:`~.handling.Handler` (decide, claim, hand over or dial) and the switchboard (one
+command at a time per socket); :mod:`.answers` publishes, :mod:`.settling` settles.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Container, Hashable
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractConnection
+from aiormq.abc import DeliveredMessage
 
+from producer.click2call.answers import Answering, Pending
 from producer.click2call.commands import (
-    answer_envelopes,
-    command_fields,
     fields_of,
     is_pbx_reply,
-    parse_command,
     pbx_error_message,
-    result_of,
+    queue_arguments,
 )
-from producer.click2call.effects import (
-    Delivery,
-    Effect,
-    Reply,
-    SendAction,
-    Settle,
-    SettleMessage,
-)
-from producer.click2call.policy import (
-    Policy,
-    RateLimiter,
-    compile_numbers,
-    mask_number,
-    sender_of,
-)
+from producer.click2call.dispatching import Pickup, Signal, dispatched_message
+from producer.click2call.effects import Answer, Effect, SendAction, SettleMessage
+from producer.click2call.handling import Handler, Replicas
+from producer.click2call.journal import Dispatch, Journal
+from producer.click2call.journal_link import JournalLink, JournalUnavailable
+from producer.click2call.message import CommandMessage, read_message
+from producer.click2call.policy import Policy, RateLimiter, compile_numbers, sender_of
+from producer.click2call.settling import Settler
 from producer.click2call.switchboard import Switchboard
 from producer.config import Settings
-from producer.errors import CommandError, InvalidCommand, NotConnected
+from producer.errors import NotConnected
 from producer.events import CallEvent
+from producer.logs import BurstLog
 from producer.metrics import Metrics
 from producer.phonet import SocketPool
 from producer.publish.publisher import Publisher
 
 log = logging.getLogger("producer.click2call")
-BOUNCE_DELAY = 0.05
-audit = logging.getLogger("producer.audit")
-
-
-@dataclass
-class Pending:
-    """What the adapter keeps of one delivered command until it is answered and settled."""
-
-    message: AbstractIncomingMessage
-    started: float
-    fields: dict[str, Any]
-    sender: str | None = None
-    settle: asyncio.Future[Settle] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
 
 class Click2Call:
-    """Consumes the command queue (a broker session hook) and answers every command."""
+    """Consumes the command queue (a session hook of the command connection)."""
 
     def __init__(
-        self, settings: Settings, sockets: SocketPool, publisher: Publisher, metrics: Metrics
+        self,
+        settings: Settings,
+        sockets: SocketPool,
+        publisher: Publisher,
+        metrics: Metrics,
+        replicas: Replicas,
+        *,
+        configured: Callable[[], Container[str]],
+        user: str | None,
     ) -> None:
         self.settings = s = settings
         self.sockets = sockets
-        self.publisher = publisher
         self.metrics = metrics
+        self.replicas = replicas
+        self.user = user
         self.board = Switchboard(
             timeout=s.phonet_click2call_timeout,
             grace=s.phonet_click2call_timeout,
@@ -100,27 +77,64 @@ class Click2Call:
             allowed_numbers=compile_numbers(s.phonet_click2call_allowed_numbers),
             rate=RateLimiter(s.phonet_click2call_rate_limit),
         )
-        self.known: Callable[[], Container[str]] = lambda: sockets
-        """The configured subscribers (the app's list: with several replicas, more than
-        this replica's sockets)."""
-        self.mine: Callable[[str], bool] = lambda _subscriber: True
-        """Whether this replica owns the subscriber (dials for it); others' commands are
-        handed back to the queue for the owner (see :meth:`handle`)."""
-        self.ready: Callable[[], Awaitable[None]] = _at_once
-        """Returns once this replica knows what it owns (commands wait in the queue)."""
+        self.journal = Journal()
+        self.journal_name = f"{s.phonet_click2call_queue}.journal"
+        self.answers = Answering(
+            self.journal,
+            publisher,
+            metrics,
+            me=replicas.me,
+            exchange=s.phonet_exchange,
+            command_queue=s.phonet_click2call_queue,
+        )
+        self.answers.session = lambda: self._session
+        self.settler = Settler(
+            self.answers, prefetch=s.phonet_click2call_prefetch, session=lambda: self._session
+        )
+        self.moved = Signal()
+        self.handler = Handler(
+            s,
+            self.journal,
+            self.answers,
+            self.settler,
+            replicas,
+            self.policy,
+            configured=configured,
+            stopping=lambda: self.board.stopping,
+            deliver=lambda delivery: self._apply(self.board.deliver(delivery, _now())),
+            session=lambda: self._session,
+            moved=self.moved,
+            undecodable=metrics.commands.undecodable.inc,
+            handed_over=metrics.commands.handed_over.inc,
+        )
+        self.journal_error: str | None = None
         self._pending: dict[Hashable, Pending] = {}
-        self._consuming: tuple[AbstractQueue, str] | None = None
+        self.pickup = Pickup(
+            self.journal, me=replicas.me, owns=replicas.owns, alive=replicas.alive, moved=self.moved
+        )
+        self._consuming: tuple[Any, str] | None = None
+        self._taking = True
         self._session = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._timer: asyncio.Task[None] | None = None
+        self._journal_log = BurstLog(log, interval=60.0)
 
     @property
     def consuming(self) -> bool:
         """True while the command queue is being consumed."""
         return self._consuming is not None
+
+    def status(self) -> dict[str, Any]:
+        """For ``/readyz``: whether commands are taken, and how many are in hand."""
+        return {
+            "consuming": self.consuming,
+            "journal_error": self.journal_error,
+            "in_hand": len(self._pending),
+            "open_dispatches": len(self.journal.open_dispatches()),
+        }
 
     # --- from the sockets -------------------------------------------------------------
     def offer(self, subscriber: str, connection: int, event: CallEvent) -> bool:
@@ -129,7 +143,7 @@ class Click2Call:
             return False
         refused = pbx_error_message(event) if event.event == "error" else None
         taken, effects = self.board.answer(subscriber, connection, refused, _now())
-        if taken and not any(isinstance(e, Reply) for e in effects):
+        if taken and not any(isinstance(e, Answer) for e in effects):
             log.warning(
                 "a timed-out command's late PBX answer discarded", extra={"subscriber": subscriber}
             )
@@ -144,40 +158,65 @@ class Click2Call:
         else:
             self._apply(self.board.socket_down(subscriber, connection, now))
 
-    # --- the queue --------------------------------------------------------------------
-    async def consume(self, connection: AbstractConnection) -> None:
-        """Session hook: declare the queue, consume until the channel closes. Commands of
-        this session not yet being acked are abandoned when it ends (redelivered)."""
+    # --- the session ------------------------------------------------------------------
+    async def session(self, connection: AbstractConnection) -> None:
+        """Session hook: open the journal, declare and consume the queue and pick up
+        dispatches until the channel closes. Commands not yet claimed are abandoned when
+        it ends (the broker redelivers them); answers owed wait for the next session.
+        Raises JournalUnavailable (the session then ends and is retried with backoff)."""
         if self.board.stopping:
             await asyncio.Event().wait()  # shutting down: hold the session, consume nothing
-        await self.ready()  # the replicas' roles first: no command bounces meanwhile
+        await self.replicas.wait_assigned()  # roles first: nothing is handed over blindly
         self._ensure_timer()
         self._session += 1
         session = self._session
-        channel, queue = await self._declare(connection)
-        tag = await queue.consume(partial_handle(self, session))
-        self._consuming = (queue, tag)
-        log.info("consuming click2call commands", extra={"queue": queue.name})
+        link = JournalLink(
+            self.journal_name,
+            self.journal,
+            self.replicas.me,
+            user=self.user,
+            on_change=self.moved.fire,
+        )
         try:
+            await link.open(connection)
+        except JournalUnavailable as exc:
+            self.journal_error = str(exc)[:300]
+            self.metrics.commands.journal_up.set(0)
+            self._journal_log(logging.ERROR, "%s; commands wait in the queue", self.journal_error)
+            await link.close()
+            raise
+        self.journal_error = None
+        self.metrics.commands.journal_up.set(1)
+        self.answers.set_link(link)
+        dispatcher: asyncio.Task[None] | None = None
+        try:
+            await self.settler.catch_up(link)
+            channel, raw, queue = await self._declare(connection)
+            picking = self.pickup.run(
+                lambda: session == self._session and not self.board.stopping,
+                partial(self._pick, session),
+            )
+            dispatcher = asyncio.create_task(picking, name="click2call:pickup")
+            if self._taking:  # not once shutting down
+                consume = partial(self._delivered, session, raw)
+                self._consuming = (raw, (await raw.basic_consume(queue, consume)).consumer_tag)
+                log.info("consuming click2call commands", extra={"queue": queue})
             await channel.closed()
         finally:
             self._consuming = None
+            if dispatcher is not None:
+                dispatcher.cancel()
+            self.answers.set_link(None)
+            self.metrics.commands.journal_up.set(0)
+            await link.close()
             self._apply(self.board.session_lost(session, _now()))
 
-    async def _declare(
-        self, connection: AbstractConnection
-    ) -> tuple[AbstractChannel, AbstractQueue]:
+    async def _declare(self, connection: AbstractConnection) -> tuple[Any, Any, str]:
         s = self.settings
-        arguments: dict[str, Any] = {"x-message-ttl": int(s.phonet_click2call_max_age * 1000)}
-        if s.phonet_click2call_queue_type == "quorum":
-            arguments["x-queue-type"] = "quorum"
-        if s.phonet_click2call_dead_letter_exchange:
-            arguments["x-dead-letter-exchange"] = s.phonet_click2call_dead_letter_exchange
+        arguments, name = queue_arguments(s), s.phonet_click2call_queue
         channel = await connection.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=s.phonet_click2call_prefetch)
-        name = s.phonet_click2call_queue
         try:
-            queue = await channel.declare_queue(name, durable=True, arguments=arguments)
+            await channel.declare_queue(name, durable=True, arguments=arguments)
         except aiormq.exceptions.ChannelPreconditionFailed:
             # The queue exists with other arguments (an older TTL, another type): use it as
             # it is rather than fail to start; the operator can delete it to apply ours.
@@ -186,20 +225,77 @@ class Click2Call:
                 extra={"queue": name, "wanted": arguments},
             )
             channel = await connection.channel(publisher_confirms=False)
-            await channel.set_qos(prefetch_count=s.phonet_click2call_prefetch)
-            queue = await channel.declare_queue(name, passive=True)
-        return channel, queue
+            await channel.declare_queue(name, passive=True)
+        raw = await channel.get_underlay_channel()
+        await raw.basic_qos(prefetch_count=s.phonet_click2call_prefetch)
+        return channel, raw, name
 
-    async def stop(self, timeout: float) -> None:
-        """Stop taking commands; the ones being acked or dialed finish (up to ``timeout``
-        seconds), the ones waiting their turn go back to the queue, undialed."""
-        consuming = self._consuming
+    async def _delivered(self, session: int, raw: Any, delivered: DeliveredMessage) -> None:
+        """aiormq's consumer callback: hand the message to a task of ours (aiormq cancels
+        its own tasks when the channel closes; an answer in progress must not be cut)."""
+        message = read_message(delivered.delivery, delivered.header, delivered.body)
+        pending = self._pending_of(message, session, raw)
+        work = self._hold((session, message.delivery_tag), pending, self.handler.handle)
+        self._spawn(work, "click2call:command")
+
+    def _pick(self, session: int, dispatch: Dispatch) -> None:
+        """Take a command another replica handed to this one (its subscriber's owner)."""
+        pending = self._pending_of(dispatched_message(dispatch), session, None)
+        pending.dispatch, pending.inherited = dispatch.id, dispatch.holder.token
+        pending.settler = dispatch.holder.owner
+        self._spawn(self._picked(dispatch, pending), "click2call:dispatched")
+
+    async def _picked(self, dispatch: Dispatch, pending: Pending) -> None:
+        try:
+            await self._hold(
+                ("dispatch", dispatch.id), pending, partial(self.handler.picked, dispatch)
+            )
+        finally:
+            self.pickup.ended(dispatch.id, answered=pending.answered)
+
+    def _pending_of(self, message: CommandMessage, session: int, channel: Any) -> Pending:
+        return Pending(
+            message,
+            session,
+            channel,
+            started=_now(),
+            fields=fields_of(message.body),
+            sender=sender_of(message.user_id, message.app_id),
+        )
+
+    async def _hold(
+        self,
+        key: Hashable,
+        pending: Pending,
+        handle: Callable[[Hashable, Pending], Awaitable[None]],
+    ) -> None:
+        """Keep ``pending`` in hand from its arrival to its settlement. Cancelled
+        (shutdown): what is not settled is left to the broker."""
+        self._pending[key] = pending
+        try:
+            await handle(key, pending)
+            await pending.done.wait()
+        finally:
+            self._pending.pop(key, None)
+            if not self._pending:
+                self._idle.set()
+
+    async def stop_taking(self) -> None:
+        """Consume no more commands (those delivered already go on). Bounded: 1 s."""
+        self._taking = False
+        consuming, self._consuming = self._consuming, None
         if consuming is not None:
-            queue, tag = consuming
+            raw, tag = consuming
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
-                    await queue.cancel(tag)
+                    await raw.basic_cancel(tag)
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking commands; the ones being claimed or dialed finish and are answered
+        (up to ``timeout`` seconds), the ones waiting their turn go back to the queue."""
+        await self.stop_taking()
         self._apply(self.board.stop(_now()))
+        self.moved.fire()
         await self.settled(timeout)
 
     async def close(self) -> None:
@@ -217,126 +313,35 @@ class Click2Call:
         """Wait up to ``timeout`` seconds until no command is held (shutdown)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while self.board.busy:
+                while self._pending:
                     self._idle.clear()
                     await self._idle.wait()
 
-    async def handle(self, session: int, message: AbstractIncomingMessage) -> None:
-        """One delivered command: hand it to the switchboard, then ack, reject or requeue
-        it as told. Cancelled (its channel closed) before the ack: abandoned, the broker
-        redelivers it; cancelled during the ack: treated as acked, since the ack may have
-        reached the broker and the command must not be lost (a redelivery of a dialed
-        command is recognised)."""
-        fields = fields_of(message.body)
-        subscriber = fields.get("subscriber")
-        if isinstance(subscriber, str) and subscriber in self.known() and not self.mine(subscriber):
-            # Another replica owns this subscriber's socket: give the command back to the
-            # queue (after a pause: no hot loop while the replicas agree on the owner). It
-            # is neither acked nor answered here; the owner dials it at most once.
-            await asyncio.sleep(BOUNCE_DELAY)
-            with contextlib.suppress(Exception):
-                await message.reject(requeue=True)
-            return
-        key = (session, message.delivery_tag)
-        pending = Pending(
-            message,
-            started=_now(),
-            fields=fields,
-            sender=sender_of(_text(message.user_id), _text(message.app_id)),
-        )
-        self._pending[key] = pending
-        acking = False
-        try:
-            self._apply(self.board.deliver(self._delivery(key, session, pending), _now()))
-            how = await pending.settle
-            if how is Settle.ACK:
-                acking = True
-                written = await self._ack(message)
-                acking = False
-                self._apply(self.board.acked(key, written, _now()))
-            elif how is Settle.REJECT:
-                with contextlib.suppress(Exception):
-                    await message.reject(requeue=False)
-            elif how is Settle.REQUEUE:
-                with contextlib.suppress(Exception):
-                    await message.reject(requeue=True)
-        except asyncio.CancelledError:
-            now = _now()
-            self._apply(
-                self.board.acked(key, True, now) if acking else self.board.abandon(key, now)
-            )
-            raise
-        finally:
-            if not self.board.holds(key):
-                self._pending.pop(key, None)
-
-    def _delivery(self, key: Hashable, session: int, pending: Pending) -> Delivery:
-        message, s, now = pending.message, self.settings, _now()
-        # Age from the sender's timestamp when it set one, else from now.
-        born = message.timestamp.timestamp() if message.timestamp is not None else time.time()
-        fresh_until = pending.started + s.phonet_click2call_max_age - (time.time() - born)
-        command = error = None
-        try:
-            self.policy.check_sender(_text(message.user_id))
-            if message.reply_to == s.phonet_click2call_queue:
-                # Its reply would come back as a command (and could be dialed): refuse.
-                raise InvalidCommand("invalid command: reply_to is the command queue")
-            command = parse_command(message.body, self.known())
-            pending.fields = command_fields(command)
-            if fresh_until < now:
-                # Answered "expired" by the switchboard: it takes no rate token.
-                self.policy.check_number(command.number)
-            else:
-                # A redelivery takes a token again: its first answer (rate limited, say)
-                # may have been lost with its channel, and must not become a dial.
-                self.policy.check(command.subscriber, command.number, now)
-        except CommandError as exc:
-            command, error = None, exc
-        return Delivery(
-            key=key,
-            session=session,
-            identity=_identity(message),
-            redelivered=bool(message.redelivered),
-            command=command,
-            error=error,
-            fresh_until=fresh_until,
-        )
-
-    async def _ack(self, message: AbstractIncomingMessage) -> bool:
-        """Ack; False only when it surely never left (the channel was already closed)."""
-        try:
-            await message.ack()
-        except aiormq.exceptions.ChannelInvalidStateError:
-            log.warning("could not acknowledge a command (channel closed); it will be redelivered")
-            return False
-        except Exception as exc:  # unsure whether the broker got it: dial, never lose it
-            log.warning(
-                "acknowledging a command failed (%s); dialing it anyway", type(exc).__name__
-            )
-        return True
-
     # --- effects ----------------------------------------------------------------------
     def _apply(self, effects: list[Effect]) -> None:
-        """Carry out the switchboard's decisions. Settlements first: a failure publishing a
-        reply must never leave a command's message unsettled or its line blocked."""
-        ordered = sorted(effects, key=lambda e: not isinstance(e, SettleMessage))
-        for effect in ordered:
+        """Carry out the switchboard's decisions, each in its own task where it waits."""
+        for effect in effects:
             try:
-                if isinstance(effect, SettleMessage):
-                    pending = self._pending.get(effect.key)
-                    if pending is not None and not pending.settle.done():
-                        pending.settle.set_result(effect.how)
-                elif isinstance(effect, SendAction):
-                    task = asyncio.create_task(self._send(effect), name="click2call:send")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                elif isinstance(effect, Reply):
-                    self._reply(effect)
+                if isinstance(effect, SendAction):
+                    self._spawn(self._send(effect), "click2call:send")
+                    continue
+                pending = self._pending.get(effect.key)
+                if pending is None:
+                    continue
+                if isinstance(effect, Answer):
+                    answer = self.handler.answer(
+                        pending,
+                        effect.outcome,
+                        effect.settle,
+                        dialed=effect.dialed,
+                        pbx_message=effect.pbx_message,
+                    )
+                    self._spawn(answer, "click2call:answer")
+                elif isinstance(effect, SettleMessage):
+                    self._spawn(self.settler.settle(pending, effect.how), "click2call:settle")
             except Exception:  # a bug in one effect must not stop the others
                 log.exception("click2call effect failed", extra={"effect": type(effect).__name__})
         self._wake.set()
-        if not self.board.busy:
-            self._idle.set()
 
     async def _send(self, effect: SendAction) -> None:
         """Write the action; whatever happens (cancellation included) the switchboard
@@ -344,7 +349,7 @@ class Click2Call:
         ok = False
         try:
             sock = self.sockets.get(effect.subscriber)
-            if sock is not None:
+            if sock is not None and self._still_claimed(effect.key):
                 await sock.send(effect.action, effect.conn)
                 ok = True
         except NotConnected:
@@ -354,91 +359,41 @@ class Click2Call:
         finally:
             self._apply(self.board.sent(effect.key, ok, _now()))
 
+    def _still_claimed(self, key: Hashable) -> bool:
+        """Dial only under a claim that still stands: another replica may have answered
+        for it (it waited past its bound, taking this one for gone)."""
+        pending = self._pending.get(key)
+        return (
+            pending is not None
+            and bool(pending.claim)
+            and self.journal.is_open(pending.message.identity, pending.claim)
+        )
+
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _ensure_timer(self) -> None:
         if self._timer is None or self._timer.done():
             self._timer = asyncio.create_task(self._tick(), name="click2call:timer")
 
     async def _tick(self) -> None:
-        """Tick the switchboard at its next deadline, until cancelled."""
+        """Tick the switchboard at its next deadline, and age the journal, until cancelled."""
         while True:
             deadline = self.board.next_deadline()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(None if deadline is None else deadline - _now()):
+                timeout = 5.0 if deadline is None else max(0.0, min(5.0, deadline - _now()))
+                async with asyncio.timeout(timeout):
                     await self._wake.wait()
             try:
                 self._apply(self.board.tick(_now()))
+                self.journal.expire(_now())
             except Exception:  # keep ticking: timeouts are what frees a line
                 log.exception("click2call timer failed")
-
-    def _reply(self, effect: Reply) -> None:
-        pending = self._pending.get(effect.key)
-        if pending is None:
-            return
-        if pending.settle.done():  # handle() is done with it (else its finally pops it)
-            del self._pending[effect.key]
-        message, fields, outcome = pending.message, pending.fields, effect.outcome
-        result = result_of(outcome)
-        self.metrics.click2call_commands.labels(result).inc()
-        latency = _now() - pending.started
-        if result in ("success", "pbx_error"):
-            self.metrics.click2call_latency.observe(latency)
-        for envelope in answer_envelopes(
-            fields,
-            outcome,
-            effect.pbx_message,
-            exchange=self.settings.phonet_exchange,
-            command_queue=self.settings.phonet_click2call_queue,
-            reply_to=message.reply_to,
-            correlation_id=message.correlation_id or message.message_id,
-            received=pending.started,
-            wall_ms=time.time_ns() // 1_000_000,
-        ):
-            self.publisher.put(envelope)
-        subscriber = fields.get("subscriber")
-        audit.info(
-            "click2call %s",
-            result,
-            extra={
-                "sender": pending.sender,
-                "subscriber": subscriber if isinstance(subscriber, str) else None,
-                "number": mask_number(fields.get("to")),
-                "command_id": fields.get("id"),
-                "result": result,
-                "latency_ms": round(latency * 1000, 1),
-                "detail": None if outcome is None else str(outcome)[:200],
-            },
-        )
-
-
-def partial_handle(service: Click2Call, session: int) -> Any:
-    """The consumer callback for one session (aio-pika calls it with the message)."""
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        await service.handle(session, message)
-
-    return on_message
-
-
-async def _at_once() -> None:
-    return None
 
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
-
-
-def _text(value: object) -> str | None:
-    """A message property as text, or None: a property of the wrong type (a hostile or
-    buggy sender) counts as absent, never as a crash."""
-    return value if isinstance(value, str) and value else None
-
-
-def _identity(message: AbstractIncomingMessage) -> str:
-    """What identifies one command across redeliveries."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in (message.message_id or "", message.correlation_id or ""):
-        h.update(part.encode())
-        h.update(b"\x00")
-    h.update(message.body)
-    return h.hexdigest()

@@ -1,10 +1,15 @@
 """click2call as a pure state machine: which command is dialed, when, and what it is told.
 
 Sans-I/O: the adapter (:mod:`producer.click2call.service`) reports what happened — a
-command delivered, the message acknowledged, the action written, a PBX answer frame, a
-socket up or down, a broker session lost, the clock — and carries out the effects that
-come back (:mod:`producer.click2call.effects`): settle a message (ack, reject, requeue,
-abandon), send an action on a socket, publish a reply.
+command delivered, the action written, a PBX answer frame, a socket up or down, a broker
+session lost, the clock — and carries out the effects that come back
+(:mod:`producer.click2call.effects`): send an action on a socket, answer a command (publish
+its reply, then settle its message), settle a message.
+
+Before a command reaches the switchboard the adapter asked the journal
+(:mod:`producer.click2call.journal`) whether anything stands against dialing it (a reply
+already given, a claim of another delivery) and *claimed* it there (confirmed, first): the
+switchboard sees only fresh commands that no other delivery can answer or dial meanwhile.
 
 A command (a :class:`Job`) goes through::
 
@@ -12,13 +17,12 @@ A command (a :class:`Job`) goes through::
         │               │ session lost: abandoned (the broker redelivers it)
         │               │ shutting down: requeued, undialed
         ▼               ▼
-    invalid / expired / not connected: error reply, rejected, never dialed
-                      socket up ──▶ acking ──ack written──▶ sending ──▶ awaiting the answer
-                                        │ the channel was gone: abandoned (redelivered)
-    answered (success / PBX error) │ socket dropped │ timeout ──▶ one reply, line free
+    invalid / expired / not connected: error answer, rejected, never dialed
+                              socket up ──▶ sending ──▶ awaiting the answer
+    answered (success / PBX error) │ socket dropped │ timeout ──▶ answer, then ack; line free
 
 **The rules it keeps** (``tests/unit/test_switchboard.py`` checks them over random
-interleavings against a model broker and a model PBX):
+interleavings against a model broker, a model journal and a model PBX):
 
 * **one command in flight per socket**: the PBX answers with no request id, so the next
   answer frame on a socket belongs to the one command sent on *that connection* and
@@ -27,28 +31,29 @@ interleavings against a model broker and a model PBX):
   never taken for the next command's (it is discarded); a socket drop ends that wait, since
   the answer cannot come on a new connection. This is exact when the PBX answers within
   ``timeout + grace`` or never — the protocol allows no better;
-* **at most one action per command**: a command is acknowledged *before* its action is
-  sent, its identity is remembered, and a redelivered command already dialed is acked
-  without dialing or replying again (one already answered with an error and rejected is
-  rejected again, silently: the reject was lost with its session);
-* **exactly one reply per command** that this producer settled: the reply goes through the
-  publish pipeline, so it is published once a broker is reachable, whatever happened to the
-  session the command came on. A command abandoned with its session is answered when it
-  comes back.
+* **settled after answered**: a command's message is settled only after its answer was
+  published (and it was claimed in the journal before it came here). A replica that dies
+  in between leaves the message to the broker, which delivers it again; the journal then
+  tells the next replica that it was (maybe) dialed — never a second dial, and the caller
+  still gets an answer;
+* **exactly one answer per command** this switchboard took: every job ends in one
+  :class:`~producer.click2call.effects.Answer`, or in a settlement without one only when
+  it was never dialed and its message goes back to the broker (abandoned, requeued) to be
+  answered when it comes again.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from producer.click2call.commands import Command
 from producer.click2call.effects import (
+    Answer,
     Delivery,
     Effect,
-    Reply,
     SendAction,
     Settle,
     SettleMessage,
@@ -61,17 +66,12 @@ from producer.errors import (
     PbxRefused,
 )
 
-SETTLED_MEMORY = 10_000
-"""How many settled commands (dialed, or answered with an error and rejected) are
-remembered to recognise a redelivery."""
-
 LOST_BEFORE_ANSWER = "connection to the PBX lost before it answered"
 
 
 class Phase(Enum):
     QUEUED = "queued"
     WAIT_SOCKET = "wait_socket"
-    ACKING = "acking"
     SENDING = "sending"
     AWAITING = "awaiting"
 
@@ -115,50 +115,23 @@ class Switchboard:
         self.lines: dict[str, Line] = {}
         self.jobs: dict[Hashable, Job] = {}
         self.sockets: dict[str, int] = {}  # subscriber -> open connection
-        self.settled: OrderedDict[str, Settle] = OrderedDict()  # identity -> how
-        self._copies: dict[str, int] = {}  # identity -> jobs held for it
         self.stopping = False
 
     # --- inputs -----------------------------------------------------------------------
     def deliver(self, delivery: Delivery, now: float) -> list[Effect]:
-        """A command message arrived."""
+        """A fresh command message arrived (the journal found nothing against it)."""
         key = delivery.key
         if self.stopping:
             return [SettleMessage(key, Settle.REQUEUE)]
-        if delivery.redelivered and delivery.identity in self.settled:
-            # Settled before and answered by that copy; its ack or reject was lost with a
-            # session: settle it the same way, without a second reply.
-            return [SettleMessage(key, self.settled[delivery.identity])]
         if delivery.error is not None or delivery.command is None:
-            error = delivery.error or CommandError("invalid command")
-            return self._reject(delivery, error)
-        if now > delivery.fresh_until and delivery.identity not in self._copies:
-            return self._reject(delivery, CommandExpired("expired"))
-        # A copy of a command still in progress here (its first delivery was being acked
-        # when its session went) waits behind it: that one's fate decides this one's.
+            return [_refused(key, delivery.error or CommandError("invalid command"))]
+        if now > delivery.fresh_until:
+            return [_refused(key, CommandExpired("expired"))]
         job = Job(delivery)
         self.jobs[key] = job
-        self._copies[delivery.identity] = self._copies.get(delivery.identity, 0) + 1
         line = self._line(delivery.command.subscriber)
         line.queue.append(job)
         return self._advance(line, now)
-
-    def acked(self, key: Hashable, written: bool, now: float) -> list[Effect]:
-        """The adapter tried to ack. ``written`` False: the channel was already gone, the
-        ack never left (the broker will redeliver); True also when unsure."""
-        job = self.jobs.get(key)
-        if job is None or job.phase is not Phase.ACKING:
-            return []
-        line = self.lines[job.command.subscriber]
-        if not written:
-            return self._finish(line, job, now)
-        self._remember(job.delivery.identity, Settle.ACK)
-        conn = self.sockets.get(job.command.subscriber)
-        if conn is None:
-            return self._finish(line, job, now, Reply(key, NotConnected("not connected")))
-        # The answer's clock starts now: a write that hangs is a timeout like any other.
-        job.phase, job.conn, job.deadline = Phase.SENDING, conn, now + self.timeout
-        return [SendAction(key, job.command.subscriber, conn, job.command.action())]
 
     def sent(self, key: Hashable, ok: bool, now: float) -> list[Effect]:
         """The action was written (``ok``), or the socket was gone."""
@@ -177,7 +150,7 @@ class Switchboard:
             return []  # answered meanwhile, or the socket dropped
         if not ok:
             line = self.lines[job.command.subscriber]
-            return self._finish(line, job, now, Reply(key, NotConnected("not connected")))
+            return self._finish(line, job, now, _refused(key, NotConnected("not connected")))
         job.phase = Phase.AWAITING
         return []
 
@@ -193,7 +166,7 @@ class Switchboard:
         job = line.current
         if job is not None and job.phase in (Phase.SENDING, Phase.AWAITING) and job.conn == conn:
             outcome = None if refused is None else PbxRefused(refused)
-            return True, self._finish(line, job, now, Reply(job.delivery.key, outcome, refused))
+            return True, self._finish(line, job, now, _dialed(job, outcome, refused))
         if line.late_conn == conn and now < line.late_until:
             line.late_conn = None  # a timed-out command's answer: discarded
             return True, self._advance(line, now)
@@ -208,8 +181,7 @@ class Switchboard:
             line.late_conn, line.unsent = None, None  # its answer cannot come on this one
         job = line.current
         if job is not None and job.phase is Phase.WAIT_SOCKET:
-            job.phase = Phase.ACKING
-            return [SettleMessage(job.delivery.key, Settle.ACK)]
+            return [self._send(job, conn, now)]
         return self._advance(line, now)
 
     def socket_down(self, subscriber: str, conn: int, now: float) -> list[Effect]:
@@ -222,26 +194,27 @@ class Switchboard:
             line.late_conn = None  # the late answer can no longer come
         job = line.current
         if job is not None and job.phase in (Phase.SENDING, Phase.AWAITING) and job.conn == conn:
-            reply = Reply(job.delivery.key, NotConnected(LOST_BEFORE_ANSWER))
-            return self._finish(line, job, now, reply)
+            answer = _dialed(job, NotConnected(LOST_BEFORE_ANSWER))
+            return self._finish(line, job, now, answer)
         return self._advance(line, now)
 
     def abandon(self, key: Hashable, now: float) -> list[Effect]:
-        """The adapter lost the message before it was acked (its channel closed): forget
+        """The adapter lost the message before it was dialed (its channel closed): forget
         the command; the broker redelivers it."""
         job = self.jobs.get(key)
-        if job is None or job.phase not in (Phase.QUEUED, Phase.WAIT_SOCKET, Phase.ACKING):
+        if job is None or job.phase not in (Phase.QUEUED, Phase.WAIT_SOCKET):
             return []
         line = self.lines[job.command.subscriber]
         if job is line.current:
             return self._finish(line, job, now, settle=Settle.ABANDON)
         line.queue.remove(job)
-        self._forget(key)
+        del self.jobs[key]
         return [SettleMessage(key, Settle.ABANDON)]
 
     def session_lost(self, session: int, now: float) -> list[Effect]:
-        """The broker session ``session`` is gone: its commands not yet being acked are
-        abandoned (those being acked are settled by :meth:`acked`)."""
+        """The broker session ``session`` is gone: its commands not yet dialed are
+        abandoned (a command already dialed is answered as usual, and its redelivered copy
+        is settled by the journal)."""
         effects: list[Effect] = []
         for key, job in list(self.jobs.items()):
             if job.delivery.session == session and job.phase in (Phase.QUEUED, Phase.WAIT_SOCKET):
@@ -249,7 +222,7 @@ class Switchboard:
         return effects
 
     def stop(self, now: float) -> list[Effect]:
-        """Shutting down: take no new command; give back those not yet being acked."""
+        """Shutting down: take no new command; give back those not yet dialed."""
         self.stopping = True
         effects: list[Effect] = []
         for key, job in list(self.jobs.items()):
@@ -259,7 +232,7 @@ class Switchboard:
                     effects += self._finish(line, job, now, settle=Settle.REQUEUE)
                 else:
                     line.queue.remove(job)
-                    self._forget(key)
+                    del self.jobs[key]
                     effects.append(SettleMessage(key, Settle.REQUEUE))
         return effects
 
@@ -271,9 +244,8 @@ class Switchboard:
             if job is not None and now >= job.deadline:
                 key = job.delivery.key
                 if job.phase is Phase.WAIT_SOCKET:
-                    self._remember(job.delivery.identity, Settle.REJECT)
-                    reply = Reply(key, NotConnected("not connected"))
-                    effects += self._finish(line, job, now, reply, settle=Settle.REJECT)
+                    answer = _refused(key, NotConnected("not connected"))
+                    effects += self._finish(line, job, now, answer)
                     continue
                 if job.phase in (Phase.SENDING, Phase.AWAITING):
                     line.late_conn, line.late_until = job.conn, now + self.grace
@@ -281,7 +253,7 @@ class Switchboard:
                         # Not known to be written yet: it may go out later and be answered
                         # later still; the window stays open until the write is reported.
                         line.unsent, line.late_until = key, float("inf")
-                    effects += self._finish(line, job, now, Reply(key, CommandTimeout("timeout")))
+                    effects += self._finish(line, job, now, _dialed(job, CommandTimeout("timeout")))
                     continue
             if line.late_conn is not None and now >= line.late_until:
                 line.late_conn = None
@@ -337,59 +309,50 @@ class Switchboard:
         while line.current is None and line.queue and line.late_conn is None and not self.stopping:
             job = line.queue.popleft()
             key = job.delivery.key
-            if job.delivery.redelivered and job.delivery.identity in self.settled:
-                # Its first copy was being acked when the session went, and was dialed.
-                self._forget(key)
-                effects.append(SettleMessage(key, self.settled[job.delivery.identity]))
-                continue
             if now > job.delivery.fresh_until:  # it may have waited for its turn
-                self._forget(key)
-                effects += self._reject(job.delivery, CommandExpired("expired"))
+                del self.jobs[key]
+                effects.append(_refused(key, CommandExpired("expired")))
                 continue
             line.current = job
-            if line.subscriber in self.sockets:
-                job.phase = Phase.ACKING
-                effects.append(SettleMessage(key, Settle.ACK))
+            conn = self.sockets.get(line.subscriber)
+            if conn is not None:
+                effects.append(self._send(job, conn, now))
             else:
                 job.phase, job.deadline = Phase.WAIT_SOCKET, now + self.connect_wait
         return effects
+
+    def _send(self, job: Job, conn: int, now: float) -> SendAction:
+        # The answer's clock starts now: a write that hangs is a timeout like any other.
+        job.phase, job.conn, job.deadline = Phase.SENDING, conn, now + self.timeout
+        return SendAction(job.delivery.key, job.command.subscriber, conn, job.command.action())
 
     def _finish(
         self,
         line: Line,
         job: Job,
         now: float,
-        reply: Reply | None = None,
+        answer: Answer | None = None,
         *,
         settle: Settle | None = None,
     ) -> list[Effect]:
-        """The command leaves the line: its reply and settlement, then the next one."""
+        """The command leaves the line: its answer or settlement, then the next one."""
         key = job.delivery.key
-        self._forget(key)
+        del self.jobs[key]
         if line.current is job:
             line.current = None
         effects: list[Effect] = []
-        if reply is not None:
-            effects.append(reply)
+        if answer is not None:
+            effects.append(answer)
         if settle is not None:
             effects.append(SettleMessage(key, settle))
         return effects + self._advance(line, now)
 
-    def _forget(self, key: Hashable) -> None:
-        identity = self.jobs.pop(key).delivery.identity
-        left = self._copies[identity] - 1
-        if left:
-            self._copies[identity] = left
-        else:
-            del self._copies[identity]
 
-    def _reject(self, delivery: Delivery, error: CommandError) -> list[Effect]:
-        """Answered with ``error`` and rejected, never dialed."""
-        self._remember(delivery.identity, Settle.REJECT)
-        return [Reply(delivery.key, error), SettleMessage(delivery.key, Settle.REJECT)]
+def _refused(key: Hashable, error: CommandError) -> Answer:
+    """Answered with ``error`` and rejected, never dialed."""
+    return Answer(key, error, Settle.REJECT, dialed=False)
 
-    def _remember(self, identity: str, how: Settle) -> None:
-        self.settled[identity] = how
-        self.settled.move_to_end(identity)
-        if len(self.settled) > SETTLED_MEMORY:
-            self.settled.popitem(last=False)
+
+def _dialed(job: Job, outcome: CommandError | None, pbx_message: str | None = None) -> Answer:
+    """The answer of a command whose action may have reached the PBX: acked."""
+    return Answer(job.delivery.key, outcome, Settle.ACK, dialed=True, pbx_message=pbx_message)

@@ -2,7 +2,7 @@
 
 * :mod:`~producer.publish.pipeline` — pure: what to send, what is done, what is dropped or
   poisoned (the state machine, model-tested);
-* :mod:`~producer.publish.answers` — pure: returns matched by message id, replies' own fate;
+* :mod:`~producer.publish.returns` — pure: returned messages matched by message id;
 * :mod:`~producer.publish.wire` — pure: ``basic.publish`` bytes;
 * :mod:`~producer.publish.spool_format` — pure: the spool's record format;
 * :mod:`~producer.publish.fastpath` — the one seam over aiormq's internals (fails safe);

@@ -6,13 +6,11 @@ The adapter (:mod:`producer.publish.publisher`) feeds it what happened and does 
 Every envelope is in exactly one state::
 
     put ──▶ waiting ──take──▶ in flight (session s) ──acked / returned──▶ done
-              ▲                   │  nacked: back to waiting (an event pauses sending)
+              ▲                   │  nacked: back to waiting, sending pauses (backoff)
               └── session ended ──┘  (rewound, sent again in order on the next session)
 
     waiting or in flight ──put while full──▶ dropped (``buffer_full``, handed back)
     in flight ──unencodable, or refused alone by the broker──▶ poisoned (handed back)
-    in flight ──a reply nacked REPLY_NACKS times──▶ dropped (``reply_nacked``, handed back)
-    waiting ──a reply older than reply_max_age (wall clock)──▶ dropped (``reply_expired``)
 
 Invariants (``tests/unit/test_pipeline.py`` checks them over random interleavings):
 
@@ -24,11 +22,24 @@ Invariants (``tests/unit/test_pipeline.py`` checks them over random interleaving
   poison message (below), which the others overtake;
 * a confirmation counts only for the session it was sent in: callbacks of a dead channel
   that fire late change nothing;
-* memory is bounded by count *and* bytes (:func:`producer.envelope.footprint`).
+* memory is bounded by count *and* bytes (:func:`producer.envelope.footprint`);
+* one pause: a nack that counts leaves sending paused (it starts a pause, or falls in
+  one), and while a pause lasts nothing at all is sent (see **Nacks**).
 
-**Returns and replies** (:mod:`producer.publish.answers`): a return completes the oldest
-envelope in flight with its message id (:meth:`Pipeline.returned`); a reply's nacks pause
-nothing and are bounded, and so is its age (:meth:`Pipeline.expire`).
+What it holds is everything published on the events connection: events, ``invalid.``
+frames, click2call outcome events, gaps, and what the REST API filled in (``history``,
+``active``). click2call *replies* are not here: they go over the command connection
+(:mod:`producer.click2call.answers`), so a caller's queue that refuses them costs the
+events nothing.
+
+**Nacks** (a queue full with ``reject-publish``): the message is sent again before anything
+newer, after a pause that stops *all* sending — whatever the kind of the message nacked,
+for everything held — and doubles per round of nacks up to :data:`NACK_DELAY_MAX`, reset
+by the next ack. Nothing is ever dropped for being nacked: the queue's consumer will drain
+it, and at-least-once means waiting for that.
+
+**Returns** (:mod:`producer.publish.returns`): a return completes the oldest envelope in
+flight with its message id (:meth:`Pipeline.returned`).
 
 **Poison.** A message the broker cannot take must not block the ones behind it. One the
 encoder rejects is poisoned at once (:meth:`Pipeline.unencodable`). One the broker refuses
@@ -49,11 +60,10 @@ import heapq
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Protocol
 
 from producer.envelope import Envelope, footprint
-from producer.publish.answers import REPLY, REPLY_MAX_AGE, FlightsById, ReplyFate
+from producer.publish.returns import FlightsById
 
 NACK_DELAY_MIN = 0.05
 NACK_DELAY_MAX = 5.0
@@ -65,12 +75,6 @@ class Journal(Protocol):
     def append(self, envelope: Envelope) -> None: ...
 
     def remove(self, seq: int) -> None: ...
-
-
-class Nack(Enum):
-    STALE = "stale"  # another session's result, or the envelope is gone: nothing changed
-    RETRY = "retry"  # waiting again, sent before anything newer
-    GIVEN_UP = "given_up"  # a reply nacked too often: dropped, the caller counts it
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,6 @@ class Pipeline:
 
     ``max_events``/``max_bytes`` bound what is held; ``window`` bounds what is in flight.
     Sequence numbers (``envelope.seq``) are given by :meth:`put` from ``first_seq`` on.
-    ``reply_max_age``: seconds (wall clock) a reply may wait before it is dropped.
     """
 
     def __init__(
@@ -97,14 +100,12 @@ class Pipeline:
         window: int,
         journal: Journal | None = None,
         first_seq: int = 1,
-        reply_max_age: float = REPLY_MAX_AGE,
     ) -> None:
         if max_events < 1 or max_bytes < 1 or window < 1:
             raise ValueError("max_events, max_bytes and window must be positive")
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.window = window
-        self.replies = ReplyFate(reply_max_age)
         self.journal = journal
         self.bytes = 0
         self._next_seq = first_seq
@@ -149,8 +150,6 @@ class Pipeline:
         self._pending[envelope.seq] = envelope
         self.bytes += size
         self._fresh.append(envelope.seq)
-        if envelope.kind == REPLY:
-            self.replies.held(envelope)
         return dropped
 
     def drop_range(self, first: int, last: int) -> list[Envelope]:
@@ -224,30 +223,20 @@ class Pipeline:
         seq = self._flights.oldest(message_id)
         return None if seq is None else self.confirmed(session, seq, now)
 
-    def nacked(self, session: int, seq: int, now: float) -> Nack:
-        """The broker nacked ``seq``: send it again before anything newer. For an event,
-        after a pause that doubles per round of nacks (a full queue with ``reject-publish``
-        would be hammered otherwise) and resets on the next ack; a reply pauses nothing
-        and is given up at its last nack (see :mod:`producer.publish.answers`)."""
+    def nacked(self, session: int, seq: int, now: float) -> bool:
+        """The broker nacked ``seq``: send it again before anything newer, after a pause
+        of all sending that doubles per round of nacks (a full queue with
+        ``reject-publish`` would be hammered otherwise) and resets on the next ack.
+        False when stale (another session's result, or the envelope is gone)."""
         if self._inflight.get(seq) != session:
-            return Nack.STALE
+            return False
         self._land(seq)
         self._last_progress = now
-        if self._pending[seq].kind == REPLY:
-            if self.replies.nacked(seq):
-                self._forget(seq)
-                return Nack.GIVEN_UP
-        elif now >= self._paused_until:  # one step per round, not per message
+        heapq.heappush(self._resend, seq)
+        if now >= self._paused_until:  # one step per round, not per message
             self._nack_delay = min(NACK_DELAY_MAX, max(NACK_DELAY_MIN, self._nack_delay * 2))
             self._paused_until = now + self._nack_delay
-        heapq.heappush(self._resend, seq)
-        return Nack.RETRY
-
-    def expire(self, wall: float) -> list[Envelope]:
-        """Drop (and return) the replies older than ``reply_max_age`` at ``wall`` (epoch
-        seconds) that are not in flight; cheap when there are none: call it before take."""
-        due = self.replies.overdue(wall, self._inflight)
-        return [self._forget(seq) for seq in due if seq in self._pending]
+        return True
 
     def unencodable(self, session: int, seq: int) -> Envelope | None:
         """The encoder cannot write ``seq`` (it was never sent): poisoned, handed back."""
@@ -393,7 +382,5 @@ class Pipeline:
 
     def _done(self, envelope: Envelope) -> None:
         self.bytes -= footprint(envelope)
-        if envelope.kind == REPLY:
-            self.replies.forget(envelope.seq)
         if self.journal is not None:
             self.journal.remove(envelope.seq)

@@ -20,16 +20,18 @@ dropped (anything else), so one message the broker cannot take never blocks the 
 Returned messages (no queue took them) come from the fast path's hook as a message id and
 are matched by the pipeline; each is counted in ``phonet_events_returned_total`` (never
 as published), and one that matches nothing (a channel already given up) in
-``phonet_events_returned_unmatched_total``. No body is ever logged. A reply the broker
-nacks too often, or that waited past the pipeline's ``reply_max_age``, is dropped and
-counted (``reply_nacked``, ``reply_expired``).
+``phonet_events_returned_unmatched_total``. No body is ever logged.
+
+A nack is retried by the pipeline after a pause of all sending (see
+:mod:`producer.publish.pipeline`); click2call replies, which a caller's queue may refuse
+for good, are not published here but over the command connection
+(:mod:`producer.click2call.answers`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -49,7 +51,7 @@ from producer.publish.fastpath import (
     LibraryPath,
     Returned,
 )
-from producer.publish.pipeline import Nack, Pipeline
+from producer.publish.pipeline import Pipeline
 
 log = logging.getLogger("producer.amqp")
 
@@ -57,11 +59,13 @@ DROP_MESSAGES = {
     "buffer_full": "buffer full (PHONET_BUFFER_SIZE / PHONET_BUFFER_MAX_BYTES): dropping the"
     " oldest events",
     "spool_full": "spool full (PHONET_SPOOL_MAX_BYTES): dropping the oldest events",
-    "reply_nacked": "the broker refused click2call replies (nacked each time: the caller's"
-    " reply_to queue is full or refuses them): dropped",
-    "reply_expired": "click2call replies were not confirmed within PHONET_CLICK2CALL_MAX_AGE:"
-    " dropped (their callers have given up)",
 }
+OBSOLETE_KINDS = frozenset({"reply"})
+"""Kinds an earlier version published here and may have left in the spool: click2call
+replies, now published over the command connection with their journal copy. Sent from
+here, one would bypass the journal, find no ``event`` label for its confirmation (a
+KeyError in the callback), and, if its caller's queue refuses it, be retried forever with
+every nack pausing the events."""
 
 
 class SessionLost(Exception):
@@ -79,18 +83,10 @@ class SessionLost(Exception):
 class Publisher:
     """Publishes the pipeline with confirms, one broker session at a time."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        metrics: Metrics,
-        *,
-        publish_timeout: float,
-        wall: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, metrics: Metrics, *, publish_timeout: float) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.publish_timeout = publish_timeout
-        self._wall = wall  # replies' age is judged by the wall clock (see the pipeline)
         self._session = 0
         self._lost: asyncio.Future[None] | None = None
         self._library: LibraryPath | None = None
@@ -100,17 +96,27 @@ class Publisher:
         self._empty = asyncio.Event()
         self._empty.set()
         self._logs = {
-            name: BurstLog(log)
-            for name in ("drop", "nack", "poison", "fallback", "unmatched", "reply")
+            name: BurstLog(log) for name in ("drop", "nack", "poison", "fallback", "unmatched")
         }
-        self._drop_logs = {reason: BurstLog(log) for reason in DROP_MESSAGES}
         self._unroutable_told = False
         metrics.watch(pipeline)
 
     # --- feeding (synchronous: sockets and click2call call these) ---------------------
     def put(self, envelope: Envelope, *, recovered: bool = False) -> None:
         """Hold ``envelope`` until the broker confirms it (may drop the oldest: counted).
-        ``recovered``: it was read back from the spool and keeps its sequence number."""
+        ``recovered``: it was read back from the spool and keeps its sequence number; one of
+        an :data:`OBSOLETE_KINDS` kind is dropped instead (counted, removed from the spool)."""
+        if recovered and envelope.kind in OBSOLETE_KINDS:
+            if self.pipeline.journal is not None:
+                self.pipeline.journal.remove(envelope.seq)
+            self.metrics.events_dropped.labels("obsolete").inc()
+            # Expected once after an upgrade, and its caller stopped waiting long ago.
+            self._logs["drop"](
+                logging.WARNING,
+                "a click2call reply left in the spool by an earlier version was dropped"
+                " (replies are now published over the command connection)",
+            )
+            return
         for dropped in self.pipeline.put(envelope, journaled=recovered):
             self._dropped(dropped, "buffer_full")
         if self.pipeline:
@@ -190,11 +196,6 @@ class Publisher:
             path = self._library
         on_result = partial(self._result, session)
         while True:
-            expired = pipeline.expire(self._wall())
-            if expired:
-                for envelope in expired:
-                    self._dropped(envelope, "reply_expired")
-                self._check_empty()
             now = loop.time()
             batch = pipeline.take(now)
             if not batch:
@@ -265,13 +266,9 @@ class Publisher:
                     self.metrics.publish_latency.observe(now - envelope.received)
                 self._check_empty()
         elif isinstance(exc, aiormq.exceptions.DeliveryError):
-            nack = self.pipeline.nacked(session, envelope.seq, now)
-            if nack is Nack.RETRY:
+            if self.pipeline.nacked(session, envelope.seq, now):
                 self.metrics.publish_retries.inc()
                 self._logs["nack"](logging.WARNING, "broker nacked a publish; retrying")
-            elif nack is Nack.GIVEN_UP:
-                self._dropped(envelope, "reply_nacked")
-                self._check_empty()
         elif session == self._session and self._lost is not None and not self._lost.done():
             # Channel or connection trouble: end the session; end_session() rewinds.
             self._lost.set_exception(
@@ -307,21 +304,12 @@ class Publisher:
     # --- outcomes ---------------------------------------------------------------------
     def _count_returned(self, envelope: Envelope) -> None:
         self.metrics.events_returned.labels(envelope.label).inc()
-        if envelope.kind == "reply":
-            self._logs["reply"](
-                logging.INFO,
-                "a click2call reply was returned: no queue is named by its reply_to (the"
-                ' caller is gone); counted in phonet_events_returned_total{event="reply"}',
-            )
-        else:
-            self._warn_unroutable(envelope)
+        self._warn_unroutable(envelope)
 
     def _dropped(self, envelope: Envelope, reason: str) -> None:
         self.metrics.events_dropped.labels(reason).inc()
         message = DROP_MESSAGES.get(reason, f"dropping messages ({reason})")
-        # A reply is lost to its caller's choices (its queue, its patience), not ours.
-        level = logging.WARNING if reason.startswith("reply_") else logging.ERROR
-        self._drop_logs.get(reason, self._logs["drop"])(level, message)
+        self._logs["drop"](logging.ERROR, message)
 
     def _poisoned(self, envelope: Envelope, reason: InvalidReason, detail: str) -> None:
         """A message that cannot be published as it is: its ``invalid.`` copy takes its

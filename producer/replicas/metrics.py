@@ -25,3 +25,9 @@ class ReplicaMetrics:
             "Events published from a standby window at a takeover (duplicates around it)",
             registry=registry,
         )
+        self.window_dropped = Counter(
+            "phonet_standby_dropped",
+            "Events a standby window let go early to stay within its bounds (bytes, count):"
+            " a takeover at that moment could miss them",
+            registry=r,
+        )

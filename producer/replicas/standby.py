@@ -1,27 +1,41 @@
 """What a standby replica keeps of the events it receives: a bounded window. Pure.
 
 A standby holds a socket for the subscriber and reads every event the owner reads, but
-publishes nothing. It keeps the last ``seconds`` of them (at most ``max_events`` per
-subscriber); when it takes over, it publishes the window — whatever the dead owner had not
-got confirmed is in it (an owner confirms within milliseconds, a publish timeout at worst),
-and what it had confirmed comes again with the same ``message_id``: duplicates around the
-takeover only, never a loss as long as the window is longer than the owner's unconfirmed
-tail.
+publishes nothing. It keeps the last ``seconds`` of them; when it takes over, it publishes
+the window — whatever the dead owner had not got confirmed is in it (an owner confirms
+within milliseconds, a publish timeout at worst), and what it had confirmed comes again
+with the same ``message_id``: duplicates around the takeover only, never a loss as long as
+the window is longer than the owner's unconfirmed tail. When the owner reports that its
+own socket was down for a while, the standby publishes what it received meanwhile
+(:meth:`StandbyWindow.between`).
+
+Bounds: time (``seconds``), count per subscriber (``max_events``) and **bytes over all
+subscribers** (``max_bytes``, the envelopes' :func:`~producer.envelope.footprint`): large
+frames on many standby subscribers cannot take a pod past its memory limit. Past a bound
+the oldest events go first, counted in :attr:`StandbyWindow.dropped` (a takeover right
+then could miss them, so the coordinator logs and exposes it).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
-from producer.envelope import Envelope
+from producer.envelope import Envelope, footprint
 
 
 @dataclass
 class StandbyWindow:
     seconds: float
     max_events: int = 10_000
+    max_bytes: int = 64 * 1024 * 1024
     _held: dict[str, deque[Envelope]] = field(default_factory=dict)
+    _order: deque[tuple[str, Envelope]] = field(default_factory=deque)
+    """Every envelope pushed, in push order, for evicting the oldest by bytes; entries
+    already gone from ``_held`` are skipped (and compacted away now and then)."""
+    bytes: int = 0
+    count: int = 0
     dropped: int = 0
 
     def push(self, subscriber: str, envelope: Envelope, now: float) -> None:
@@ -30,10 +44,21 @@ class StandbyWindow:
         if held is None:
             held = self._held[subscriber] = deque()
         held.append(envelope)
+        self._order.append((subscriber, envelope))
+        self.bytes += footprint(envelope)
+        self.count += 1
         self._trim(held, now)
         while len(held) > self.max_events:
-            held.popleft()
+            self._pop(held)
             self.dropped += 1
+        while self.bytes > self.max_bytes and self._order:
+            owner, oldest = self._order.popleft()
+            first = self._held.get(owner)
+            if first and first[0] is oldest:
+                self._pop(first)
+                self.dropped += 1
+        if len(self._order) > 2 * self.count + 1024:
+            self._compact()
 
     def take(self, subscriber: str, now: float) -> list[Envelope]:
         """The window's events, oldest first, for a takeover (the window is emptied)."""
@@ -41,10 +66,24 @@ class StandbyWindow:
         if held is None:
             return []
         self._trim(held, now)
+        self._gone(held)
         return list(held)
 
+    def between(self, subscriber: str, from_ms: int, to_ms: int | None) -> list[Envelope]:
+        """The events received (wall clock, ``received_at_ms``) in ``[from_ms, to_ms]``
+        (``to_ms`` None: up to now), oldest first; they stay in the window."""
+        held = self._held.get(subscriber, ())
+        out = []
+        for envelope in held:
+            at = envelope.headers.get("received_at_ms")
+            if isinstance(at, int) and at >= from_ms and (to_ms is None or at <= to_ms):
+                out.append(envelope)
+        return out
+
     def forget(self, subscriber: str) -> None:
-        self._held.pop(subscriber, None)
+        held = self._held.pop(subscriber, None)
+        if held is not None:
+            self._gone(held)
 
     def expire(self, now: float) -> None:
         """Drop what is older than the window everywhere (called now and then)."""
@@ -54,8 +93,24 @@ class StandbyWindow:
                 del self._held[subscriber]
 
     def __len__(self) -> int:
-        return sum(len(h) for h in self._held.values())
+        return self.count
 
     def _trim(self, held: deque[Envelope], now: float) -> None:
         while held and now - held[0].received > self.seconds:
-            held.popleft()
+            self._pop(held)
+
+    def _pop(self, held: deque[Envelope]) -> None:
+        self._gone((held.popleft(),))
+
+    def _gone(self, envelopes: deque[Envelope] | tuple[Envelope, ...]) -> None:
+        for envelope in envelopes:
+            self.bytes -= footprint(envelope)
+            self.count -= 1
+
+    def _compact(self) -> None:
+        """Rebuild the push order from what is held (each subscriber's events are in
+        receive order; merged by receive time)."""
+        streams = [
+            [(e.received, i, s, e) for e in held] for i, (s, held) in enumerate(self._held.items())
+        ]
+        self._order = deque((s, e) for _, _, s, e in heapq.merge(*streams))

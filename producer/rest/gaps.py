@@ -76,11 +76,15 @@ class GapBook:
         """The socket closed (``code`` its close code, None when it never opened)."""
         if subscriber in self._down:
             return  # still down since earlier (a failed reconnect)
-        if code is None or code in ABNORMAL:
-            since, reason = wall_ms - self.keepalive_ms, f"closed {code or 1006}, link lost"
-        else:
-            since, reason = wall_ms, f"closed {code}"
-        self._down[subscriber] = _Down(since, reason)
+        abnormal = code is None or code in ABNORMAL
+        reason = f"closed {code or 1006}, link lost" if abnormal else f"closed {code}"
+        self._down[subscriber] = _Down(self.last_good(wall_ms, code), reason)
+
+    def last_good(self, wall_ms: int, code: int | None) -> int:
+        """When a socket that closed with ``code`` (None: it never opened) at ``wall_ms``
+        was last known good: a silently dead link may have delivered nothing for a whole
+        keepalive period before the drop was noticed."""
+        return wall_ms - self.keepalive_ms if code is None or code in ABNORMAL else wall_ms
 
     def up(self, subscriber: str, wall_ms: int) -> Gap | None:
         """The socket is open again: the gap since it went down, or None (first connect)."""

@@ -57,6 +57,8 @@ from producer.routing import made_key
 log = logging.getLogger("producer.rest")
 
 FILE_CHECK_INTERVAL = 2.0
+LOOK_AGAIN_EVERY = 10.0
+"""Seconds between employee lists asked for by replicas that disagree, at least."""
 FIRST_CONNECT_GRACE_MS = 10_000
 """A socket that takes longer than this to open for the first time leaves a gap too."""
 BATCH = 1000
@@ -96,6 +98,8 @@ class RestService:
         self._tasks: list[asyncio.Task[None]] = []
         self._logs = {k: BurstLog(log, interval=60.0) for k in ("discovery", "file", "backfill")}
         self._discovery_retry = 1.0
+        self._look = asyncio.Event()
+        self._looked = 0.0
         self._file_last: tuple[str, ...] | None = None
 
     # --- from the app -----------------------------------------------------------------
@@ -328,7 +332,19 @@ class RestService:
                     "excluded": found.excluded,
                 },
             )
-        await asyncio.sleep(s.phonet_discovery_interval)
+        self._look.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(s.phonet_discovery_interval):
+                await self._look.wait()
+        # Asked to look again (another replica lists other subscribers): at most so often.
+        await asyncio.sleep(max(0.0, self._looked + LOOK_AGAIN_EVERY - _now()))
+        self._looked = _now()
+
+    def look_again(self) -> None:
+        """Another replica has another subscriber list: list the employees again soon (at
+        most every ``LOOK_AGAIN_EVERY`` seconds), so the replicas agree quickly. The
+        subscribers file is looked at every 2 s anyway."""
+        self._look.set()
 
     async def _watch_file(self, path: Path) -> None:
         """One round: wait ``FILE_CHECK_INTERVAL`` seconds, then apply the file's

@@ -96,7 +96,7 @@ async def main() -> None:
     await sim.start()
     driver = Driver(sim)
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=64 * 2**20)  # a prepare names every subscriber
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     print(orjson.dumps({"url": sim.url, "domain": sim.domain}).decode(), flush=True)
     while line := await reader.readline():

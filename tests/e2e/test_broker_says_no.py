@@ -5,12 +5,15 @@ the library's to log, and never costs more than that one message.
 1. returned messages fell to aiormq's fallback, which logged whole call records at ERROR,
    and a repeated frame (one message id twice in flight) was counted as published;
 2. a click2call reply that its caller's queue refused was retried forever, pausing every
-   event each round.
+   event each round. Replies are now published over the command connection
+   (:mod:`producer.click2call.answers`), out of the events' way, and given up there after
+   a few refusals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from typing import Any
 
@@ -22,7 +25,6 @@ from aio_pika.abc import AbstractConnection
 from pamqp import commands as spec
 
 from producer.metrics import Metrics
-from producer.publish.answers import REPLY_NACKS
 from producer.publish.fastpath import FastPath, Returned
 from producer.publish.pipeline import Pipeline
 from producer.publish.publisher import Publisher
@@ -210,7 +212,7 @@ async def test_a_return_after_its_session_ended_is_counted_apart(
 # --- 2. a reply queue that refuses every reply -----------------------------------------
 
 
-async def test_a_reply_its_queue_refuses_is_dropped_and_events_flow(
+async def test_a_reply_its_queue_refuses_is_given_up_and_events_flow(
     sim: PhonetSimulator,
     start_producer: StartProducer,
     collector: Collector,
@@ -218,9 +220,10 @@ async def test_a_reply_its_queue_refuses_is_dropped_and_events_flow(
     command_queue: str,
 ) -> None:
     """A sender names a reply queue declared ``x-max-length: 0, x-overflow:
-    reject-publish``: the broker nacks every reply. The reply is sent REPLY_NACKS times,
-    then dropped and counted; every event sent meanwhile and after is published, and the
-    command's outcome event too (it is an event)."""
+    reject-publish``: the broker nacks every reply. Call events flow meanwhile. The command
+    is dialed once and its outcome event published; the reply, published over the command
+    connection, is given up after its refusals and counted; every event is published, none
+    ever nacked (the events' pipeline never sees the reply); the command is settled."""
     channel = await amqp.channel()
     refusing = await channel.declare_queue(
         "", exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
@@ -232,6 +235,8 @@ async def test_a_reply_its_queue_refuses_is_dropped_and_events_flow(
             orjson.dumps({"subscriber": "001", "to": "380991234567"}),
             correlation_id="refused-reply",
             reply_to=refusing.name,
+            message_id="refused-reply-command",
+            timestamp=datetime.datetime.now(datetime.UTC),
         ),
         routing_key=command_queue,
     )
@@ -240,16 +245,19 @@ async def test_a_reply_its_queue_refuses_is_dropped_and_events_flow(
         uuid = f"e{n}"
         await sim.send(SUBSCRIBERS[n % 3], {**SAMPLE, "uuid": uuid})
         sent.add(uuid)
-    dropped = ("phonet_events_dropped_total", {"reason": "reply_nacked"})
-    await until(lambda: value(producer, *dropped) == 1, timeout=15, what="reply dropped")
+    refused = "phonet_click2call_replies_refused_total"
+    await until(lambda: value(producer, refused) == 1, timeout=20, what="reply given up")
     await collector.wait_for(
         lambda ms: (
             sent <= collector.uuids() and any(m.routing_key == "click2call.success.001" for m in ms)
         )
     )
     await until(lambda: len(producer.pipeline) == 0, what="nothing left held")
-    assert value(producer, "phonet_publish_retries_total") == REPLY_NACKS - 1
-    assert value(producer, "phonet_events_published_total", {"event": "reply"}) == 0
+    assert list(sim.actions) == [("001", {"action": "call", "to": "380991234567"})]
     assert value(producer, "phonet_events_published_total", {"event": "click2call"}) == 1
     assert value(producer, "phonet_events_published_total", {"event": "call.dial"}) == len(sent)
-    assert value(producer, "phonet_amqp_connects_total") == 1
+    assert value(producer, "phonet_publish_retries_total") == 0  # no event was ever nacked
+    await producer.stop()  # an unsettled command would go back to its queue now
+    queue = await channel.declare_queue(command_queue, passive=True)
+    assert queue.declaration_result.message_count == 0
+    assert value(producer, refused) == 1  # given up once, not again at the stop

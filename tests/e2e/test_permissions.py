@@ -24,9 +24,9 @@ from tests.e2e.test_pipeline import call
 from tests.support import Collector, RpcClient
 
 README_PRODUCER = (
-    r"^(phonet\.events(\.presence)?|phonet\.click2call|amq\.gen-.*)$",
+    r"^(phonet\.events(\.presence)?|phonet\.click2call(\.journal)?|amq\.gen-.*)$",
     r"^(phonet\.events(\.presence)?|amq\.default|amq\.gen-.*)$",
-    r"^(phonet\.click2call|phonet\.events\.presence|amq\.gen-.*)$",
+    r"^(phonet\.click2call(\.journal)?|phonet\.events\.presence|amq\.gen-.*)$",
 )
 """The README's producer line, for the default names (checked against the README below)."""
 

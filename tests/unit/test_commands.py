@@ -9,11 +9,12 @@ import pytest
 
 from producer.click2call.commands import (
     Command,
-    answer_envelopes,
+    answer_parts,
     check_age,
     fields_of,
     is_pbx_reply,
     normalise_number,
+    outcome_event,
     parse_command,
     pbx_error_message,
     reply_body,
@@ -360,7 +361,7 @@ def test_pbx_error_message() -> None:
         ),
     ],
 )
-def test_answer_envelopes(
+def test_answer_parts_and_outcome_event(
     fields: dict[str, object],
     outcome: CommandError | None,
     pbx_message: str | None,
@@ -368,36 +369,37 @@ def test_answer_envelopes(
     correlation_id: str | None,
     expected: list[tuple[str, str]],
 ) -> None:
-    ids = iter(["m1", "m2"])
-    answers = answer_envelopes(
+    """One answer, told twice: the RPC reply (none without a usable ``reply_to``) and the
+    outcome event, with the same body and headers."""
+    parts = answer_parts(
         fields,
         outcome,
         pbx_message,
-        exchange="phonet",
         command_queue="phonet.click2call",
         reply_to=reply_to,
         correlation_id=correlation_id,
-        received=1.5,
-        wall_ms=1_700_000_000_123,
-        new_id=lambda: next(ids),
     )
-    assert [(a.exchange, a.routing_key) for a in answers] == expected
-    assert answers[0].body == reply_body(fields, outcome, pbx_message)  # one answer, told twice
-    assert len({a.body for a in answers}) == 1
-    assert [a.message_id for a in answers] == ["m1", "m2"][: len(answers)]
-    if len(answers) == 2:
-        assert answers[0].correlation_id == correlation_id
-    for answer in answers:
-        assert (answer.received, answer.timestamp) == (1.5, 1_700_000_000)
-        assert answer.headers["result"] == result_of(outcome)
-        assert answer.headers.get("correlation_id", "absent") == (correlation_id or "absent")
-        assert answer.headers.get("subscriber") == (
+    event = outcome_event(
+        parts, exchange="phonet", received=1.5, wall_ms=1_700_000_000_123, new_id=lambda: "m2"
+    )
+    told = ([("", parts.reply_to)] if parts.reply_to else []) + [
+        (event.exchange, event.routing_key)
+    ]
+    assert told == expected
+    assert parts.body == reply_body(fields, outcome, pbx_message)
+    assert event.body == parts.body
+    assert event.message_id == "m2"
+    assert (event.received, event.timestamp) == (1.5, 1_700_000_000)
+    for headers in (parts.headers, event.headers):
+        assert headers["result"] == result_of(outcome)
+        assert headers.get("correlation_id", "absent") == (correlation_id or "absent")
+        assert headers.get("subscriber") == (
             fields["subscriber"] if isinstance(fields["subscriber"], str) else None
         )
-        assert answer.headers.get("command_id") == (
+        assert headers.get("command_id") == (
             None if fields.get("id") is None else str(fields["id"])
         )
-        body = orjson.loads(answer.body)
-        assert body["event"] == ("success" if outcome is None else "error")
-        if pbx_message is not None:
-            assert body["message"] == pbx_message
+    body = orjson.loads(parts.body)
+    assert body["event"] == ("success" if outcome is None else "error")
+    if pbx_message is not None:
+        assert body["message"] == pbx_message

@@ -127,6 +127,16 @@ def test_api_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             id="presence-timeout",
         ),
         pytest.param(
+            {"PHONET_HANDOVER_GRACE": "0"},
+            "PHONET_HANDOVER_GRACE: Input should be greater than 0",
+            id="handover-grace-zero",
+        ),
+        pytest.param(
+            {"PHONET_HANDOVER_GRACE": "0.9"},
+            "PHONET_HANDOVER_GRACE: must be at least twice PHONET_PRESENCE_INTERVAL",
+            id="handover-grace-under-two-heartbeats",
+        ),
+        pytest.param(
             {"AMQP_URL": "amqp://a/,http://b/"},
             "AMQP_URL: must be an amqp:// or amqps:// URL with a host (URL 2 of 2)",
             id="second-amqp-url",
@@ -395,3 +405,31 @@ def test_readme_documents_every_setting_and_no_other() -> None:
     names = {name.upper() for name in Settings.model_fields}
     assert names - documented == set(), "settings missing from the README table"
     assert documented - names == set(), "README documents settings that do not exist"
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "given", "expected"),
+    [
+        pytest.param(False, "", "{host}-{pid}", id="host-and-process-elsewhere"),
+        pytest.param(True, "", "{host}", id="the-pod-name-in-kubernetes"),
+        pytest.param(True, " r7 ", "r7", id="given"),
+    ],
+)
+def test_the_default_replica_id_cannot_clash(
+    monkeypatch: pytest.MonkeyPatch, kubernetes: bool, given: str, expected: str
+) -> None:
+    """Two producers on one host (two systemd units, a compose scale of 2) must not act as
+    one: outside Kubernetes the default includes the process id; in Kubernetes it is the
+    pod name, stable across a container restart."""
+    import os
+    import socket
+
+    for key, value in GOOD.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PHONET_REPLICA_ID", given)
+    if kubernetes:
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    else:
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    replica = load_settings().replica_id
+    assert replica == expected.format(host=socket.gethostname(), pid=os.getpid())

@@ -1,8 +1,8 @@
 """The publish pipeline: table tests of each rule, then model-based tests (hypothesis
-stateful) that drive it with random interleavings of puts (repeated frames and replies
-among them), sends, acks, nacks, returns, lost and refused sessions, stale confirmations,
-poison, bounds and replies growing old, against a model broker, and check the invariants
-the module docstring states."""
+stateful) that drive it with random interleavings of puts (repeated frames and every kind
+of message the pipeline holds among them), sends, acks, nacks, returns, lost and refused
+sessions, stale confirmations, poison and bounds, against a model broker, and check the
+invariants the module docstring states."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from hypothesis.stateful import (
 )
 
 from producer.envelope import Envelope, footprint
-from producer.publish.answers import REPLY_NACKS, FlightsById
-from producer.publish.pipeline import NACK_DELAY_MAX, NACK_DELAY_MIN, Nack, Pipeline
+from producer.publish.pipeline import NACK_DELAY_MAX, NACK_DELAY_MIN, Pipeline
+from producer.publish.returns import FlightsById
 
 SUBSCRIBERS = ("a", "b", "c")
 
@@ -33,13 +33,12 @@ def env(
     *,
     kind: str = "event",
     message_id: str = "",
-    timestamp: int = 0,
 ) -> Envelope:
-    """Envelope ``n``: an event of ``subscriber``, or a click2call reply or outcome."""
-    exchange, key = ("", "amq.gen-caller") if kind == "reply" else ("x", f"call.dial.{subscriber}")
+    """Envelope ``n`` of ``subscriber``: an event, or another ``kind`` the pipeline holds
+    (``invalid``, ``outcome``, ``gap``, ``history``, ``active``)."""
     return Envelope(
-        exchange, key, body or str(n).encode(), message_id or f"m{n}",
-        {"subscriber": subscriber, "n": n}, "call.dial", timestamp,
+        "x", f"call.dial.{subscriber}", body or str(n).encode(), message_id or f"m{n}",
+        {"subscriber": subscriber, "n": n}, "call.dial", 0,
         "call.dial" if kind == "event" else kind, kind, 0.0,
     )  # fmt: skip
 
@@ -97,7 +96,7 @@ def test_acks_and_nacks(results: str, left: list[int], resent: list[int]) -> Non
         if result == "a":
             assert p.confirmed(s, envelope.seq, 0.0) is envelope
         else:
-            assert p.nacked(s, envelope.seq, 0.0) is Nack.RETRY
+            assert p.nacked(s, envelope.seq, 0.0)
     assert numbers(list(p)) == left
     assert numbers(p.take(100.0)) == resent
 
@@ -151,7 +150,7 @@ def test_stale_confirmations_of_a_dead_session_change_nothing() -> None:
     again = p.take(1.0)
     assert [e.seq for e in again] == [e.seq for e in first]
     assert p.confirmed(old, first[0].seq, 1.0) is None
-    assert p.nacked(old, first[1].seq, 1.0) is Nack.STALE
+    assert not p.nacked(old, first[1].seq, 1.0)
     assert p.returned(old, first[0].message_id, 1.0) is None
     assert p.unencodable(old, first[1].seq) is None
     assert p.end_session(old, refused=True, now=1.0).rewound == 0
@@ -186,7 +185,7 @@ def play(ids: str, script: str) -> tuple[list[int | None], list[int], list[int]]
             got = p.confirmed(p.session, put[int(arg)].seq, now)
             acked += [] if got is None else [int(got.headers["n"])]
         elif op == "N":
-            assert p.nacked(p.session, put[int(arg)].seq, now) is Nack.RETRY
+            assert p.nacked(p.session, put[int(arg)].seq, now)
         else:
             session = p.session if op == "R" else p.session - 1
             got = p.returned(session, arg, now)
@@ -233,92 +232,24 @@ def test_flights_by_id_keep_send_order_and_forget_what_landed() -> None:
     assert (flights.oldest("a"), len(flights)) == (None, 0)
 
 
-def reply(n: int, timestamp: int = 1000) -> Envelope:
-    return env(n, kind="reply", timestamp=timestamp)
-
-
-def test_a_nacked_reply_is_retried_a_bounded_number_of_times_and_pauses_nothing() -> None:
-    """The caller's reply queue refuses everything (x-max-length 0, reject-publish): the
-    reply is sent REPLY_NACKS times, then given up, and the events go on without a pause."""
+@pytest.mark.parametrize("kind", ["event", "invalid", "outcome", "gap", "history", "active"])
+def test_a_nack_of_any_kind_pauses_everything_held(kind: str) -> None:
+    """One queue, one pause: whatever was nacked, nothing is sent until the pause is over,
+    then it goes first, before what is newer (click2call replies, which a caller's queue
+    may refuse for good, are not published here)."""
     p = Pipeline(max_events=100, max_bytes=10**9, window=100)
-    p.put(reply(0))
+    p.put(env(0, kind=kind))
     p.put(env(1))
     s = p.begin_session(0.0)
-    sent = 0
-    while True:
-        batch = p.take(0.0)  # the same instant: no pause is waited out
-        replies = [e for e in batch if e.kind == "reply"]
-        if not replies:
-            break
-        sent += 1
-        nack = p.nacked(s, replies[0].seq, 0.0)
-        assert p.ready_at(0.0) is None
-        assert nack is (Nack.GIVEN_UP if sent == REPLY_NACKS else Nack.RETRY)
-    assert sent == REPLY_NACKS
-    assert numbers(list(p)) == [1]  # the event is in flight, the reply gone
-    assert p.inflight == 1
-
-
-def test_an_acked_reply_after_nacks_starts_afresh_and_events_still_pause() -> None:
-    p = Pipeline(max_events=100, max_bytes=10**9, window=100)
-    p.put(reply(0))
-    p.put(env(1))
-    s = p.begin_session(0.0)
-    r, e = p.take(0.0)
-    assert p.nacked(s, r.seq, 0.0) is Nack.RETRY
-    assert p.confirmed(s, p.take(0.0)[0].seq, 0.0) is r  # accepted on its second try
-    assert p.nacked(s, e.seq, 1.0) is Nack.RETRY
-    assert p.ready_at(1.0) == pytest.approx(1.0 + NACK_DELAY_MIN)  # an event pauses
-    p.put(reply(2))
-    assert p.take(1.0) == []  # and the pause holds replies too: one queue, in order
-
-
-AGE = 60.0
-
-
-@pytest.mark.parametrize(
-    ("kind", "age", "recovered", "dropped"),
-    [
-        pytest.param("reply", 10, False, False, id="young-reply"),
-        pytest.param("reply", 61, False, True, id="old-reply"),
-        pytest.param("reply", 61, True, True, id="old-reply-recovered-from-the-spool"),
-        pytest.param("reply", 10, True, False, id="young-reply-recovered"),
-        pytest.param("outcome", 3600, False, False, id="outcome-is-an-event"),
-        pytest.param("outcome", 3600, True, False, id="outcome-recovered"),
-        pytest.param("event", 3600, True, False, id="event"),
-    ],
-)
-def test_replies_older_than_their_bound_are_dropped(
-    kind: str, age: int, recovered: bool, dropped: bool
-) -> None:
-    """Age is by the wall clock (``timestamp``): a recovered envelope's ``received`` is
-    the time it was read back from the spool, and says nothing of its age."""
-    wall = 1_700_000_000.0
-    p = Pipeline(max_events=100, max_bytes=10**9, window=100, reply_max_age=AGE)
-    e = env(0, kind=kind, timestamp=int(wall) - age)
-    if recovered:
-        e.seq, e.received = 41, 5.0  # read back from the spool just now (monotonic)
-    p.put(e, journaled=recovered)
-    p.begin_session(5.0)
-    gone = p.expire(wall)
-    assert (gone == [e], len(p) == 0) == (dropped, dropped)
-    assert p.take(5.0) == ([] if dropped else [e])
-
-
-def test_a_reply_is_judged_for_age_only_when_not_in_flight() -> None:
-    """In flight, a reply gets its answer first; sent back to waiting (a nack, a lost
-    session) it is then dropped if it has grown too old meanwhile."""
-    p = Pipeline(max_events=100, max_bytes=10**9, window=100, reply_max_age=AGE)
-    p.put(reply(0, timestamp=1000))
-    p.put(reply(1, timestamp=1000))
-    s = p.begin_session(0.0)
-    first, second = p.take(0.0)
-    assert p.expire(1000 + AGE + 1) == []
-    assert p.confirmed(s, first.seq, 0.0) is first  # confirmed late: still a success
-    p.end_session(s, refused=False, now=0.0)
-    assert p.expire(1000 + AGE + 1) == [second]
-    assert len(p) == 0
-    assert p.expire(1000 + AGE + 2) == []
+    nacked, other = p.take(0.0)
+    assert p.nacked(s, nacked.seq, 1.0)
+    assert p.confirmed(s, other.seq, 1.0) is other  # resets the backoff, not this pause
+    p.put(env(2, kind=kind))
+    p.put(env(3))
+    assert p.ready_at(1.0) == pytest.approx(1.0 + NACK_DELAY_MIN)
+    assert p.take(1.0) == []
+    assert p.take(1.0 + NACK_DELAY_MIN / 2) == []
+    assert numbers(p.take(1.0 + NACK_DELAY_MIN)) == [0, 2, 3]
 
 
 @pytest.mark.parametrize(
@@ -481,15 +412,13 @@ class Wire:
     messages: list[Envelope] = field(default_factory=list)
 
 
-MODEL_AGE = 5.0  # a reply's bound in the model: a few steps of time_passes
-
-
 class PipelineModel(RuleBasedStateMachine):
     """A model broker around the pipeline. Refusals come from poison messages only (the
     broker closes the channel when it meets one) or, in ``refuse_all`` mode, from every
     message (wrong permissions): the invariants say what each may cost. Some envelopes are
-    repeated frames (the message id of an earlier one), some are replies (their own fate:
-    bounded nacks, bounded age). ``now`` serves as both clocks."""
+    repeated frames (the message id of an earlier one), some are of other kinds than
+    events (outcomes, history): every kind has the same fate, and a nack of any of them
+    pauses all sending."""
 
     HOSTILE = True  # poison messages, and a broker that may refuse everything
 
@@ -499,9 +428,7 @@ class PipelineModel(RuleBasedStateMachine):
         window=st.integers(1, 6),
     )
     def setup(self, max_events: int, max_bytes: int, window: int) -> None:
-        self.p = Pipeline(
-            max_events=max_events, max_bytes=max_bytes, window=window, reply_max_age=MODEL_AGE
-        )
+        self.p = Pipeline(max_events=max_events, max_bytes=max_bytes, window=window)
         self.now = 0.0
         self.n = 0
         self.put_ = 0
@@ -509,11 +436,6 @@ class PipelineModel(RuleBasedStateMachine):
         self.confirmed: set[int] = set()
         self.dropped: set[int] = set()
         self.poisoned: set[int] = set()
-        self.given_up: set[int] = set()  # replies nacked REPLY_NACKS times
-        self.expired: set[int] = set()  # replies too old
-        self.nacks: dict[int, int] = {}
-        self.replies: set[int] = set()
-        self.reply_queue_full = False  # the caller's queue nacks every reply
         self.ids: dict[int, str] = {}  # n -> message id (repeated frames share one)
         self.wire: Wire | None = None
         self.old_wires: list[Wire] = []
@@ -526,17 +448,14 @@ class PipelineModel(RuleBasedStateMachine):
         subscriber=st.sampled_from(SUBSCRIBERS),
         poison=st.booleans(),
         size=st.integers(0, 900),
-        kind=st.sampled_from(["event", "event", "event", "reply", "outcome", "repeat"]),
+        kind=st.sampled_from(["event", "event", "event", "outcome", "history", "repeat"]),
     )
     def put(self, subscriber: str, poison: bool, size: int, kind: str = "event") -> None:
         mid = f"m{self.n}"
         if kind == "repeat":  # the PBX repeats a recent frame: same message id
             kind, mid = "event", self.ids.get(self.n - 1, mid)
         e = env(self.n, subscriber, b"x" * size or b"{}", kind=kind, message_id=mid)
-        e.timestamp = int(self.now)
         self.ids[self.n] = mid
-        if kind == "reply":
-            self.replies.add(self.n)
         if poison and self.n % 5 == 0 and self.HOSTILE:
             self.poison.add(self.n)
         self.n += 1
@@ -554,7 +473,9 @@ class PipelineModel(RuleBasedStateMachine):
     @rule()
     def take(self) -> None:
         assert self.wire is not None
+        paused = self.p.ready_at(self.now) is not None
         batch = self.p.take(self.now)
+        assert not (paused and batch)  # a nack's pause holds every kind
         seqs = [e.seq for e in batch]
         assert seqs == sorted(seqs)
         for e in batch:
@@ -588,24 +509,14 @@ class PipelineModel(RuleBasedStateMachine):
             self.end(refused=True)
             return
         self.in_flight_model.discard(n)
-        gone = self.dropped | self.given_up | self.expired
-        if n in self.replies and self.reply_queue_full:
-            result = "nack"
+        gone = self.dropped
         if result == "nack":
-            paused = self.p.ready_at(self.now)
-            nack = self.p.nacked(self.wire.session, e.seq, self.now)
-            if nack is Nack.STALE:
+            if self.p.nacked(self.wire.session, e.seq, self.now):
+                assert n in {int(o.headers["n"]) for o in self.p}  # held, never dropped
+                assert self.p.ready_at(self.now) is not None  # whatever its kind: a pause
+            else:
                 # Dropped while in flight, or completed by a return of its message id.
                 assert n in gone or n in self.confirmed
-                return
-            if n in self.replies:
-                self.nacks[n] = self.nacks.get(n, 0) + 1
-                assert self.p.ready_at(self.now) == paused  # a reply's nack pauses nothing
-                if nack is Nack.GIVEN_UP:
-                    assert self.nacks[n] == REPLY_NACKS
-                    self.given_up.add(n)
-            else:
-                assert nack is Nack.RETRY
             return
         if result == "return":
             # The oldest in flight with this id is the one returned; when that one is no
@@ -636,20 +547,6 @@ class PipelineModel(RuleBasedStateMachine):
                 break
             self.broker_answers(result)
 
-    @rule()
-    def toggle_reply_queue_full(self) -> None:
-        """The caller's reply queue is declared x-max-length 0 with reject-publish."""
-        self.reply_queue_full = not self.reply_queue_full
-
-    @rule()
-    def replies_grow_old(self) -> None:
-        for e in self.p.expire(self.now):
-            n = int(e.headers["n"])
-            assert n in self.replies
-            assert n not in self.in_flight_model
-            assert e.timestamp + MODEL_AGE < self.now
-            self.expired.add(n)
-
     @precondition(lambda self: self.wire is not None)
     @rule()
     def connection_lost(self) -> None:
@@ -679,7 +576,7 @@ class PipelineModel(RuleBasedStateMachine):
         if kind == "ack":
             assert self.p.confirmed(wire.session, e.seq, self.now) is None
         elif kind == "nack":
-            assert self.p.nacked(wire.session, e.seq, self.now) is Nack.STALE
+            assert not self.p.nacked(wire.session, e.seq, self.now)
         elif kind == "return":
             assert self.p.returned(wire.session, e.message_id, self.now) is None
         elif kind == "unencodable":
@@ -720,15 +617,9 @@ class PipelineModel(RuleBasedStateMachine):
     @invariant()
     def nothing_is_silently_gone(self) -> None:
         held = {int(e.headers["n"]) for e in self.p}
-        outcomes = [held, self.confirmed, self.dropped, self.poisoned, self.given_up, self.expired]
+        outcomes = [held, self.confirmed, self.dropped, self.poisoned]
         assert sum(len(s) for s in outcomes) == self.put_
         assert set().union(*outcomes) == set(range(self.n))
-
-    @invariant()
-    def only_replies_have_a_reply_fate(self) -> None:
-        assert self.given_up | self.expired <= self.replies
-        held = {int(e.headers["n"]) for e in self.p}
-        assert all(self.nacks.get(n, 0) < REPLY_NACKS for n in held)
 
     @invariant()
     def every_flight_is_indexed_by_its_message_id(self) -> None:
@@ -754,7 +645,7 @@ class PipelineModel(RuleBasedStateMachine):
         """Liveness: once the broker works, everything held is confirmed or poisoned."""
         if not hasattr(self, "p"):
             return
-        self.refuse_all = self.reply_queue_full = False
+        self.refuse_all = False
         for _ in range(20 * (self.n + 5)):
             if all(int(e.headers["n"]) in self.poison for e in self.p) and len(self.p):
                 # A lone poison message is only told from a broker refusing everything
@@ -772,7 +663,6 @@ class PipelineModel(RuleBasedStateMachine):
         assert len(self.p) == 0, [int(e.headers["n"]) for e in self.p]
         self.nothing_is_silently_gone()
         self.only_poison_is_poisoned()
-        self.only_replies_have_a_reply_fate()
 
 
 PipelineModel.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
@@ -781,8 +671,8 @@ test_pipeline_model = PipelineModel.TestCase
 
 class BrokerWithoutPoisonModel(PipelineModel):
     """The same model with a broker that never closes the channel on a message: most of
-    its answers are then acks, returns and nacks, where repeated frames and replies meet
-    the rules made for them (with poison about, most sessions end on a refusal)."""
+    its answers are then acks, returns and nacks, where repeated frames meet the rules made
+    for them (with poison about, most sessions end on a refusal)."""
 
     HOSTILE = False
 

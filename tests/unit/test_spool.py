@@ -327,3 +327,37 @@ def test_copies_of_records_in_two_files_are_replayed_once_and_tracked_exactly(
     spool.remove(7)
     assert list(tmp_path.glob("*.seg")) == []
     spool.close()
+
+
+async def test_a_reply_an_earlier_version_left_in_the_spool_is_dropped_at_start(
+    tmp_path: Path,
+) -> None:
+    """Earlier versions published click2call replies through the event pipeline, so a
+    spool they left may hold some. Replies now go over the command connection (with their
+    journal copy): one read back is dropped and counted, and leaves the spool; the
+    events beside it are published as usual."""
+    from producer.metrics import Metrics
+    from producer.publish.publisher import Publisher
+    from producer.publish.spool_keeper import SpoolKeeper
+
+    earlier = opened(tmp_path)
+    earlier.recover()
+    earlier.append(env(1))
+    earlier.append(env(2, exchange="", routing_key="amq.gen-caller", label="reply", kind="reply"))
+    earlier.append(env(3))
+    crash(earlier)
+    spool = Spool(tmp_path, max_bytes=10_000_000)
+    metrics = Metrics()
+    pipeline = Pipeline(max_events=100, max_bytes=10**9, window=10, journal=spool)
+    keeper = SpoolKeeper(
+        spool, pipeline, Publisher(pipeline, metrics, publish_timeout=30.0), metrics
+    )
+    keeper.start()
+    assert [e.seq for e in pipeline] == [1, 3]
+    sample = metrics.registry.get_sample_value
+    assert sample("phonet_events_dropped_total", {"reason": "obsolete"}) == 1
+    session = pipeline.begin_session(0.0)
+    for e in pipeline.take(0.0):
+        pipeline.confirmed(session, e.seq, 0.0)
+    await keeper.close()
+    assert opened(tmp_path).recover().envelopes == []  # the reply left the spool too

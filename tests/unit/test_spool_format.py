@@ -7,7 +7,7 @@ from __future__ import annotations
 import zlib
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from producer.envelope import Envelope
@@ -278,6 +278,7 @@ def test_many_damaged_regions_cost_linear_work(monkeypatch: pytest.MonkeyPatch) 
 
 
 @settings(max_examples=300, deadline=None)
+@example(count=5, start=28642, length=222, how="delete", noise=b"\x00")  # a record survives
 @given(
     count=st.integers(1, 12),
     start=st.integers(0, 10**6),
@@ -306,7 +307,12 @@ def test_random_damage_keeps_every_record_it_does_not_touch(
         damaged = data[:a] + data[b:]
     untouched = [seq for seq in range(1, count + 1) if offsets[seq] <= a or offsets[seq - 1] >= b]
     decoded = decode(damaged)
-    assert [e.seq for e in decoded.envelopes] == untouched
+    got = [e.seq for e in decoded.envelopes]
+    assert got == sorted(set(got))  # in order, none twice
+    assert set(untouched) <= set(got)
+    # A touched record comes back only when its bytes survived whole (a deletion can leave
+    # exactly a record's bytes: its head, then an identical tail of the next one).
+    assert all(records[seq - 1] in damaged for seq in set(got) - set(untouched))
     assert decoded.damage or damaged == b""  # a change leaves a region no record covers
 
 
