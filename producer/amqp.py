@@ -259,13 +259,13 @@ class BrokerLink:
                 continue
             self._failing = None
             started = loop.time()
-            refused = False
+            refused = other_node = False
             try:
                 await self._session(connection)
             except asyncio.CancelledError:
                 raise
             except SessionLost as exc:
-                refused = exc.refused
+                refused, other_node = exc.refused, exc.other_node
                 if not self._stopping.is_set():
                     log.warning("broker session lost: %s", exc)
             except Exception as exc:  # keep publishing whatever the library throws
@@ -274,7 +274,10 @@ class BrokerLink:
             finally:
                 await self._end_session(connection, refused=refused)
             self._backoff.session_ended(loop.time() - started)
-            # A lost session retries the same node first: it was good a moment ago.
+            # A lost session retries the same node first: it was good a moment ago —
+            # unless the node itself was the trouble.
+            if other_node:
+                self._next_node()
             if not self._stopping.is_set():
                 await self._sleep(self._backoff.next_delay())
 

@@ -73,11 +73,14 @@ class SessionLost(Exception):
 
     ``refused``: the broker closed it with an error reply (access refused, not found,
     precondition failed, a frame error): a message in flight may be the cause.
+    ``other_node``: this node is the trouble (it nacked every publish for a while): the
+    next session should try the next URL of the list first.
     """
 
-    def __init__(self, message: str, *, refused: bool = False) -> None:
+    def __init__(self, message: str, *, refused: bool = False, other_node: bool = False) -> None:
         super().__init__(message)
         self.refused = refused
+        self.other_node = other_node
 
 
 class Publisher:
@@ -89,6 +92,7 @@ class Publisher:
         self.publish_timeout = publish_timeout
         self._session = 0
         self._lost: asyncio.Future[None] | None = None
+        self._acked_at = self._nacked_at = 0.0  # loop times of the last ack and nack
         self._library: LibraryPath | None = None
         self._fast: FastPath | None = None
         self._fast_disabled = False
@@ -147,6 +151,7 @@ class Publisher:
         loop = asyncio.get_running_loop()
         self._session = self.pipeline.begin_session(loop.time())
         self._lost = lost
+        self._acked_at, self._nacked_at = loop.time(), 0.0
         on_return = partial(self._returned, self._session)
         fast = None if self._fast_disabled else FastPath.attach(channel, on_return)
         self._fast = fast
@@ -249,6 +254,13 @@ class Publisher:
                     log.info("the broker unblocked publishing")
             if pipeline.stalled(now, timeout):
                 raise SessionLost(f"no publisher confirm for {timeout:.0f}s")
+            if self._nacked_at > self._acked_at and now - self._acked_at > timeout:
+                # Seen with a 3-node cluster after one node stopped: one of the others
+                # nacked every publish for most of a minute while the third took them.
+                raise SessionLost(
+                    f"the broker nacked every publish for {timeout:.0f}s: trying another node",
+                    other_node=True,
+                )
 
     def _result(self, session: int, envelope: Envelope, confirmation: Confirmation) -> None:
         if confirmation.cancelled():
@@ -257,6 +269,7 @@ class Publisher:
         now = asyncio.get_running_loop().time()
         if exc is None:
             # None also when the hook saw it returned already: the ack that follows.
+            self._acked_at = now
             if self.pipeline.confirmed(session, envelope.seq, now) is not None:
                 if isinstance(confirmation.result(), DeliveredMessage):
                     # Only without the hook: aiormq matched the return itself.
@@ -266,6 +279,7 @@ class Publisher:
                     self.metrics.publish_latency.observe(now - envelope.received)
                 self._check_empty()
         elif isinstance(exc, aiormq.exceptions.DeliveryError):
+            self._nacked_at = now
             if self.pipeline.nacked(session, envelope.seq, now):
                 self.metrics.publish_retries.inc()
                 self._logs["nack"](logging.WARNING, "broker nacked a publish; retrying")

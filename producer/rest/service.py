@@ -333,12 +333,14 @@ class RestService:
                 },
             )
         self._look.clear()
+        asked = False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(s.phonet_discovery_interval):
                 await self._look.wait()
-        # Asked to look again (another replica lists other subscribers): at most so often.
-        await asyncio.sleep(max(0.0, self._looked + LOOK_AGAIN_EVERY - _now()))
-        self._looked = _now()
+                asked = True
+        if asked:  # by another replica that lists other subscribers: at most so often
+            await asyncio.sleep(max(0.0, self._looked + LOOK_AGAIN_EVERY - _now()))
+            self._looked = _now()
 
     def look_again(self) -> None:
         """Another replica has another subscriber list: list the employees again soon (at

@@ -261,3 +261,56 @@ async def test_a_reply_its_queue_refuses_is_given_up_and_events_flow(
     queue = await channel.declare_queue(command_queue, passive=True)
     assert queue.declaration_result.message_count == 0
     assert value(producer, refused) == 1  # given up once, not again at the stop
+
+
+async def test_a_node_that_nacks_every_publish_is_left_for_the_next_url(
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    collector: Collector,
+    amqp: AbstractConnection,
+    amqp_url: str,
+    exchange_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every publish nacked for a publish timeout (seen on a cluster node after another
+    node stopped, while the third took publishes): the event link moves to the next URL of
+    the list instead of retrying the same node, and nothing is lost once publishes are
+    taken again. Here two proxies stand for two nodes, and a bound queue that rejects
+    every publish (``x-overflow: reject-publish``) makes the nacks."""
+    from urllib.parse import urlsplit
+
+    from tests.proxy import TcpProxy
+
+    parts = urlsplit(amqp_url)
+    proxies = [
+        await TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start() for _ in range(2)
+    ]
+    channel = await amqp.channel()
+    exchange = await channel.declare_exchange(
+        exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    refusing = await channel.declare_queue(
+        "", exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+    )
+    await refusing.bind(exchange, "#")
+    try:
+        urls = ",".join(p.url(amqp_url) for p in proxies)
+        producer = await start_producer(amqp_url=urls, phonet_publish_timeout=1.0)
+        await sim.wait_connected(SUBSCRIBERS)
+        first = producer.broker.safe_url
+        sent = set()
+        for n in range(10):
+            await sim.send(SUBSCRIBERS[n % 3], {**SAMPLE, "uuid": f"n{n}"})
+            sent.add(f"n{n}")
+        await until(
+            lambda: producer.broker.connected and producer.broker.safe_url != first,
+            timeout=20,
+            what="the event link on the other URL",
+        )
+        assert any("trying another node" in r.getMessage() for r in caplog.records)
+        await refusing.delete()
+        await collector.wait_for(lambda _ms: sent <= collector.uuids())
+        await until(lambda: len(producer.pipeline) == 0, what="nothing left held")
+    finally:
+        for proxy in proxies:
+            await proxy.close()

@@ -28,13 +28,16 @@ def holds(h: Harness, report: Report) -> None:
 
 
 async def test_steady_load_without_a_fault(healthy: RabbitCluster) -> None:
-    """The baseline: the checker holds with no fault at all, and nothing is copied."""
+    """The baseline: the checker holds with no fault at all, and nothing is copied once
+    the replicas have settled (copies while the second and third replica join, as the
+    first hands subscribers over, are the takeover's, counted but allowed)."""
     async with Harness(healthy, "steady") as h:
         await asyncio.sleep(2.0)
         h.fault("none")
         report = await h.finish()
     holds(h, report)
-    assert report.copies == 0
+    assert report.steady_copies == []
+    assert report.delivered > 0
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
