@@ -12,7 +12,8 @@ one word with its dots encoded too, so consumers' ``call.*.*`` patterns still me
 they say. AMQP caps a routing key at 255 bytes; :func:`routing_key` returns ``None`` when
 the key would not fit, and the caller treats the frame as invalid.
 
-Pure functions, no I/O.
+Pure functions, no I/O. Memory: the subscriber token cache keeps at most 4,096 entries
+(about 200 bytes each), whatever the number of subscribers.
 """
 
 from __future__ import annotations

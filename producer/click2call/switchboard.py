@@ -40,6 +40,10 @@ interleavings against a model broker, a model journal and a model PBX):
   :class:`~producer.click2call.effects.Answer`, or in a settlement without one only when
   it was never dialed and its message goes back to the broker (abandoned, requeued) to be
   answered when it comes again.
+
+Memory: a :class:`Line` exists only while its subscriber has a command queued, in flight or
+awaiting a late answer (about 900 bytes); an idle one is dropped, so subscribers that come
+and go leave nothing. Jobs are bounded by the consumer's prefetch.
 """
 
 from __future__ import annotations
@@ -319,6 +323,11 @@ class Switchboard:
                 effects.append(self._send(job, conn, now))
             else:
                 job.phase, job.deadline = Phase.WAIT_SOCKET, now + self.connect_wait
+        if line.current is None and not line.queue and line.late_conn is None:
+            # Idle: a line is made again by the next command; keeping every line ever
+            # used would grow with the subscribers that come and go.
+            line.unsent = None
+            self.lines.pop(line.subscriber, None)
         return effects
 
     def _send(self, job: Job, conn: int, now: float) -> SendAction:

@@ -1,4 +1,13 @@
-"""The managed set of subscriber sockets."""
+"""The managed set of subscriber sockets.
+
+Memory: a held socket is the largest per-subscriber cost of the service, about 17 KB of RSS
+each over ``ws://`` at 10,000 (the :class:`SubscriberSocket`, its task, its
+:class:`~producer.phonet.socket.SocketStats` and backoff, the websockets connection with
+its buffers and the transport; ``wss://`` adds the TLS state), measured as RSS per socket
+by ``tests/bench/run.py`` (scale) and ``tests/bench/memory.py``. A frame being read may
+hold up to ``PHONET_MAX_FRAME_BYTES`` for a moment. Everything goes with the socket when
+the subscriber is no longer held.
+"""
 
 from __future__ import annotations
 

@@ -339,8 +339,7 @@ class Coordinator:
         handed &= universe  # a removed subscriber is just closed
         stepped = (before.standby - self._standby - self._owned) & universe
         self.handovers.start(handed, stepped, now, lambda s: _first(live, s))
-        for subscriber in handed:
-            self.downs.forget(subscriber)
+        self.downs.keep_only(self._owned)  # handed over, or no longer in the list
         now_ms = time.time_ns() // 1_000_000
         for subscriber in self._owned - before.owned:
             if not self.is_up(subscriber):  # covered by its standby until it is up

@@ -20,6 +20,10 @@ Copies carry the same ``message_id``: duplicates around the drop, never a loss â
 the standby's socket was up meanwhile (if both were down, the events are gone upstream,
 and the owner's ``gap.*`` message says so). ``since`` of a silent link death already goes
 back a keepalive period (see :mod:`producer.rest.gaps`).
+
+Memory: :class:`DownBook` keeps one entry (about 30 bytes) per owned subscriber whose socket
+is down or was just back, and forgets every subscriber this replica no longer owns;
+:class:`Cover` one per standby subscriber its owner reports down.
 """
 
 from __future__ import annotations
@@ -57,6 +61,13 @@ class DownBook:
         """No longer owned: not this replica's to report."""
         self._open.pop(subscriber, None)
         self._ended.pop(subscriber, None)
+
+    def keep_only(self, owned: set[str] | frozenset[str]) -> None:
+        """Forget every subscriber not in ``owned`` (removed from the list, or handed
+        over): a stale entry would ride in every heartbeat, and past
+        :data:`MAX_REPORTED` make the standbys cover everything."""
+        for subscriber in (self._open.keys() | self._ended.keys()) - owned:
+            self.forget(subscriber)
 
     def report(self) -> tuple[tuple[Down, ...], int | None]:
         """What the next heartbeat says: the stretches (open ones, then ended ones still to

@@ -3,33 +3,40 @@
 Phonet replays nothing: while a socket is down its events are gone. :class:`GapBook`
 remembers when each socket stopped being known good and, when it is back, makes a
 :class:`Gap` (published as ``gap.<token>``). It also remembers the calls recently seen to
-*end* on each socket, so that a backfill publishes only what the socket did not deliver.
+*end* on each socket (:class:`~producer.rest.seen.SeenEnds`, only as long as a backfill
+could ask), so that a backfill publishes only what the socket did not deliver.
 
 :class:`BackfillPlan` schedules the history reads for each gap: history may lag behind a
 call's end, so a window is read a few times over minutes (``RETRY_AFTER``) and each call
 is published once (``history.call.<token>``, a stable message id per subscriber and uuid).
-Everything is bounded: remembered uuids per subscriber, jobs in the plan.
+Everything is bounded: remembered calls per subscriber (by up-time and count), jobs in
+the plan.
+
+Memory: a down socket costs one ``_Down`` (about 220 bytes); the seen calls are counted in
+:mod:`producer.rest.seen`; a job about 500 bytes plus the uuids it published (a set of
+strings, for the 5 minutes its reads last), at most :data:`MAX_JOBS`.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
 from dataclasses import dataclass, field
 
 import orjson
 
 from producer.rest.records import CallRecord
+from producer.rest.seen import PER_SUBSCRIBER, SeenEnds
 
 ABNORMAL = frozenset({1006, 1011})
 """Close codes of a link that died silently (no close frame, or a keepalive timeout): the
 stream may have stopped up to a keepalive period before the drop was noticed."""
-SEEN_PER_SUBSCRIBER = 256
 RETRY_AFTER = (5.0, 60.0, 300.0)
 """Seconds after the gap ended at which its window is read (history lags behind calls)."""
 MARGIN_MS = 60_000
 """The window read is the gap widened by this much on each side (clocks differ)."""
+LATE_READ_MS = 300_000
+"""How late a read may come (REST errors, a busy plan) and still know what was seen."""
 MAX_JOBS = 10_000
 
 
@@ -64,13 +71,15 @@ class GapBook:
 
     ``keepalive_ms`` (ping interval + ping timeout) is how long a silently dead link can go
     unnoticed; a gap after an abnormal close starts that much before the drop was seen.
+    A seen call is needed while a window may still be read: for the keepalive, the margin,
+    the last read and :data:`LATE_READ_MS` of the socket's up-time.
     """
 
-    def __init__(self, keepalive_ms: int, seen_per_subscriber: int = SEEN_PER_SUBSCRIBER) -> None:
+    def __init__(self, keepalive_ms: int, seen_per_subscriber: int = PER_SUBSCRIBER) -> None:
         self.keepalive_ms = keepalive_ms
         self._down: dict[str, _Down] = {}
-        self._seen: dict[str, deque[str]] = {}
-        self._seen_per = seen_per_subscriber
+        hold_ms = keepalive_ms + MARGIN_MS + int(max(RETRY_AFTER) * 1000) + LATE_READ_MS
+        self.seen = SeenEnds(hold_ms, seen_per_subscriber)
 
     def down(self, subscriber: str, wall_ms: int, code: int | None) -> None:
         """The socket closed (``code`` its close code, None when it never opened)."""
@@ -79,6 +88,7 @@ class GapBook:
         abnormal = code is None or code in ABNORMAL
         reason = f"closed {code or 1006}, link lost" if abnormal else f"closed {code}"
         self._down[subscriber] = _Down(self.last_good(wall_ms, code), reason)
+        self.seen.down(subscriber, wall_ms)
 
     def last_good(self, wall_ms: int, code: int | None) -> int:
         """When a socket that closed with ``code`` (None: it never opened) at ``wall_ms``
@@ -91,24 +101,20 @@ class GapBook:
         was = self._down.pop(subscriber, None)
         if was is None:
             return None
+        self.seen.up(subscriber, wall_ms)
         return Gap(subscriber, min(was.since_ms, wall_ms), wall_ms, was.reason)
 
-    def seen_end(self, subscriber: str, uuid: str) -> None:
-        """A ``call.hangup`` with this uuid arrived on the socket."""
-        seen = self._seen.get(subscriber)
-        if seen is None:
-            seen = self._seen[subscriber] = deque(maxlen=self._seen_per)
-        if uuid not in seen:
-            seen.append(uuid)
+    def seen_end(self, subscriber: str, uuid: str, wall_ms: int) -> None:
+        """A ``call.hangup`` with this uuid arrived on the socket at ``wall_ms``."""
+        self.seen.add(subscriber, uuid, wall_ms)
 
     def was_seen(self, subscriber: str, uuid: str) -> bool:
-        seen = self._seen.get(subscriber)
-        return seen is not None and uuid in seen
+        return self.seen.contains(subscriber, uuid)
 
     def forget(self, subscriber: str) -> None:
         """The subscriber is no longer held: drop what is remembered of it."""
         self._down.pop(subscriber, None)
-        self._seen.pop(subscriber, None)
+        self.seen.forget(subscriber)
 
     def is_down(self, subscriber: str) -> bool:
         return subscriber in self._down
@@ -145,15 +151,19 @@ class BackfillPlan:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def add(self, gap: Gap, now: float) -> None:
+    def add(self, gap: Gap, now: float) -> Job | None:
         """Schedule ``gap``'s first read. Past ``max_jobs`` the job due last is dropped
-        (counted in :attr:`dropped`): a bound, reached only after a very long outage."""
+        (counted in :attr:`dropped`) and returned: a bound, reached only after a very long
+        outage."""
         job = Job(now + self.retry_after[0], next(self._order), gap, base=now)
         heapq.heappush(self._jobs, job)
         if len(self._jobs) > self.max_jobs:
-            self._jobs.remove(max(self._jobs))
+            last = max(self._jobs)
+            self._jobs.remove(last)
             heapq.heapify(self._jobs)
             self.dropped += 1
+            return last
+        return None
 
     def next_due(self) -> float | None:
         return self._jobs[0].due if self._jobs else None

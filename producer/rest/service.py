@@ -152,7 +152,7 @@ class RestService:
             self._gap(gap)
 
     def seen_end(self, subscriber: str, uuid: str) -> None:
-        self.book.seen_end(subscriber, uuid)
+        self.book.seen_end(subscriber, uuid, _wall_ms())
 
     def status(self) -> dict[str, Any]:
         """For ``/readyz``: what discovery and backfill are doing (no secret, bounded)."""
@@ -178,7 +178,12 @@ class RestService:
                 stable_id("gap", gap.subscriber, str(gap.from_ms), str(gap.to_ms)),
             )
         if self.backfill:
-            self.plan.add(gap, _now())
+            # What the socket saw around the gap is kept until the job's last read.
+            wall = _wall_ms()
+            self.book.seen.pin(gap.subscriber, wall)
+            dropped = self.plan.add(gap, _now())
+            if dropped is not None:
+                self.book.seen.unpin(dropped.gap.subscriber, wall)
             self._active.add(gap.subscriber)
             self._wake.set()
 
@@ -265,7 +270,8 @@ class RestService:
         finally:
             # Also after a bug or a cancellation: each job keeps its bounded next reads.
             for job in jobs:
-                self.plan.done(job, started)
+                if not self.plan.done(job, started):
+                    self.book.seen.unpin(job.gap.subscriber, _wall_ms())
 
     async def _history(self, low: int, high: int) -> list[CallRecord]:
         """Every finished call in ``[low, high]`` ms, paged (pages may shift while calls

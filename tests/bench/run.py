@@ -146,6 +146,7 @@ class SimProc:
         )
         hello = await self._line()
         self.url, self.domain, self.key = hello["url"], hello["domain"], "bench-key"
+        self.rest_url: str = hello["rest_url"]
         return self
 
     async def _line(self) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The simulator in its own process, driven by JSON lines on stdin (one reply line each).
 
 Commands: ``prepare`` (build frames), ``go`` (send them as fast as possible, one task per
-subscriber), ``rate`` (send at a fixed total rate, frames stamped with ``simSentNs``),
+subscriber), ``rate`` (send at a fixed total rate, frames stamped with ``simSentNs``;
+``event`` and ``first`` choose the event and the first uuid number), ``use`` (the
+subscribers of ``hangups``), ``hangups`` (one ``call.hangup`` on each, a new call each round),
 ``count`` (connected subscribers), ``drop`` (reset every socket at once, or one
 ``subscriber``'s), ``handshakes`` (accepted handshake times since a moment, of every or
 one ``subscriber``), ``quit``. Started by ``tests/bench/run.py``.
@@ -30,6 +32,7 @@ class Driver:
     def __init__(self, sim: PhonetSimulator) -> None:
         self.sim = sim
         self.prepared: dict[str, list[str]] = {}
+        self.subscribers: list[str] = []
 
     async def prepare(self, subscribers: list[str], per_subscriber: int) -> dict[str, Any]:
         self.prepared = {s: [frame(f"{s}-{n}") for n in range(per_subscriber)] for s in subscribers}
@@ -47,7 +50,23 @@ class Driver:
         counts = await asyncio.gather(*(one(s, f) for s, f in self.prepared.items()))
         return {"sent": sum(counts), "seconds": time.perf_counter() - started}
 
-    async def rate(self, subscribers: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    async def hangups(self, round: int) -> dict[str, Any]:
+        """One finished call on every subscriber of :meth:`use` (uuid unique per round)."""
+        now = int(time.time() * 1000)
+        sent = 0
+        for subscriber in self.subscribers:
+            text = frame(f"{subscriber}-{round}", event="call.hangup", hangupAt=now)
+            sent += await self.sim.send(subscriber, text)
+        return {"sent": sent}
+
+    async def rate(
+        self,
+        subscribers: list[str],
+        rate: float,
+        seconds: float,
+        event: str = "call.dial",
+        first: int = 0,
+    ) -> dict[str, Any]:
         total = int(rate * seconds)
         start = time.perf_counter()
         sent = 0
@@ -57,7 +76,8 @@ class Driver:
             if wait > 0:
                 await asyncio.sleep(wait)
             subscriber = subscribers[n % len(subscribers)]
-            sent += await self.sim.send(subscriber, frame(f"r{n}", simSentNs=time.time_ns()))
+            text = frame(f"r{first + n}", event=event, simSentNs=time.time_ns())
+            sent += await self.sim.send(subscriber, text)
         return {"sent": sent, "seconds": time.perf_counter() - start}
 
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +88,11 @@ class Driver:
             return await self.go()
         if cmd == "rate":
             return await self.rate(**command)
+        if cmd == "use":
+            self.subscribers = command["subscribers"]
+            return {"subscribers": len(self.subscribers)}
+        if cmd == "hangups":
+            return await self.hangups(command["round"])
         if cmd == "count":
             return {"connected": len(self.sim.connected_subscribers())}
         if cmd == "drop":
@@ -98,7 +123,8 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=64 * 2**20)  # a prepare names every subscriber
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    print(orjson.dumps({"url": sim.url, "domain": sim.domain}).decode(), flush=True)
+    hello = {"url": sim.url, "domain": sim.domain, "rest_url": sim.rest_url}
+    print(orjson.dumps(hello).decode(), flush=True)
     while line := await reader.readline():
         command = orjson.loads(line)
         if command.get("cmd") == "quit":

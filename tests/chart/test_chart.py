@@ -434,3 +434,38 @@ def test_every_value_is_documented_in_values_yaml_and_the_chart_readme() -> None
         assert documented, f"{path} is missing from helm/phonet-producer/README.md"
         top = path.split(".")[0]
         assert top in schema["properties"], f"{top} is not in values.schema.json"
+
+
+@pytest.mark.parametrize(
+    ("values", "memory"),
+    [
+        pytest.param({}, {"requests": "112Mi", "limits": "432Mi"}, id="default-2000"),
+        pytest.param(
+            {"sizing": {"subscribers": 10_000}},
+            {"requests": "304Mi", "limits": "624Mi"},
+            id="10000",
+        ),
+        pytest.param(
+            {"sizing": {"subscribers": 1}}, {"requests": "65Mi", "limits": "385Mi"}, id="rounded-up"
+        ),
+        pytest.param(
+            {"resources": {"requests": {"cpu": "50m", "memory": "1Gi"}}},
+            {"requests": "1Gi", "limits": None},
+            id="set-by-hand",
+        ),
+        pytest.param(
+            {"sizing": {"subscribers": 0}, "resources": {"limits": {"memory": "2Gi"}}},
+            {"requests": None, "limits": "2Gi"},
+            id="off",
+        ),
+    ],
+)
+def test_memory_follows_the_subscriber_count(
+    values: dict[str, Any], memory: dict[str, str | None]
+) -> None:
+    """requests = baseMi + perThousandMi × subscribers / 1000 (rounded up), limits =
+    requests + headroomMi (values.yaml); a memory value set by hand turns it off."""
+    resources = container(render(values))["resources"]
+    got = {kind: resources.get(kind, {}).get("memory") for kind in ("requests", "limits")}
+    assert got == memory
+    assert resources["requests"]["cpu"] == "50m"

@@ -206,3 +206,48 @@ def test_a_heartbeat_lists_at_most_max_down() -> None:
 )
 def test_decode_never_raises(body: bytes, expected: Beat | None) -> None:
     assert decode(body) == expected
+
+
+def test_keep_only_forgets_what_is_no_longer_owned() -> None:
+    book = DownBook()
+    book.down("001", 1000)
+    book.down("002", 1000)
+    book.up("002", 2000)
+    book.down("003", 1000)
+    book.keep_only({"001"})
+    assert book.report() == ((Down("001", 1000),), None)
+    assert len(book) == 1
+
+
+async def test_a_subscriber_removed_while_down_leaves_the_heartbeat() -> None:
+    """Removed from the list while its socket was down: not reported for ever after (past
+    MAX_REPORTED such leftovers, the standbys would cover every subscriber)."""
+    from prometheus_client import CollectorRegistry
+
+    from producer.replicas.coordinator import Coordinator
+    from producer.replicas.metrics import ReplicaMetrics
+
+    async def hold(_order: list[str]) -> None:
+        return None
+
+    coordinator = Coordinator(
+        "a",
+        "test.presence",
+        hold=hold,
+        publish=lambda _envelope: None,
+        metrics=ReplicaMetrics(CollectorRegistry()),
+        standby=True,
+        window=10.0,
+        window_bytes=1 << 20,
+        grace=5.0,
+        interval=1.0,
+        timeout=3.0,
+        settings="s",
+    )
+    coordinator._set_universe(["001", "002"])
+    await coordinator._assign(100.0, frozenset({"a"}))
+    coordinator.socket_state("002", False, 1000)
+    assert coordinator.downs.report()[0] == (Down("002", 1000),)
+    coordinator._set_universe(["001"])
+    await coordinator._assign(101.0, frozenset({"a"}))
+    assert coordinator.downs.report() == ((), None)

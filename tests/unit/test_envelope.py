@@ -84,3 +84,29 @@ def test_invalid_envelope(payload: bytes, is_text: bool, reason: str) -> None:
 def test_event_type_property_is_bounded() -> None:
     env = envelope(orjson.dumps({"event": "e" * 200}))
     assert len(env.type) == 128
+
+
+def test_the_footprint_covers_what_an_envelope_really_holds() -> None:
+    """ENVELOPE_OVERHEAD is what the buffers and the standby window count per envelope
+    beyond its body: measured with tracemalloc, a real event's envelope (headers, ids,
+    the body copied out of the frame) holds no more than its footprint says."""
+    import gc
+    import tracemalloc
+
+    from producer.envelope import footprint
+
+    frames = [orjson.dumps({**SAMPLE, "uuid": f"{n:08x}-1453990999.41"}) for n in range(1000)]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    # As a socket's frame becomes an envelope: parsed, then the parse thrown away.
+    kept = [
+        event_envelope("x", "001", parse_frame(f), bytes(f), received=float(n), wall_ms=n)
+        for n, f in enumerate(frames)
+    ]
+    gc.collect()
+    held = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    tracemalloc.stop()
+    counted = sum(footprint(e) for e in kept) / len(kept)
+    assert held <= counted, (held, counted)
+    assert counted <= 2.5 * held  # and not so far above that the bounds mean nothing

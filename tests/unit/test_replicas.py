@@ -257,7 +257,51 @@ def test_the_push_order_is_compacted_not_grown_without_bound() -> None:
     for n in range(20_000):
         window.push("001", envelope(n / 1000), n / 1000)
     assert window.count <= 1001
-    assert len(window._order) <= 2 * window.count + 1024
+    assert window.order_entries <= 2 * window.count + 64
+
+
+def test_a_takeover_keeps_nothing_alive_in_the_push_order() -> None:
+    """Everything taken over or forgotten: the push order holds (next to) nothing, so
+    the envelopes' memory goes back even if nothing is pushed again."""
+    window = StandbyWindow(10.0)
+    for n in range(3000):
+        window.push(f"s{n % 300}", envelope(n / 1000), n / 1000)
+    for s in range(300):
+        if s % 2:
+            window.forget(f"s{s}")
+        else:
+            window.take(f"s{s}", 3.0)
+    assert (window.count, window.bytes) == (0, 0)
+    assert window.order_entries <= 64
+
+
+def test_forgotten_large_frames_are_not_kept_alive_by_the_push_order() -> None:
+    """Many small events held while subscribers with large frames are forgotten (handed
+    over, removed): what the push order keeps alive stays under 1.25 times the bound."""
+    big = footprint(envelope(0.0, size=1_000_000))
+    window = StandbyWindow(60.0, max_bytes=8 * big)
+    for n in range(4000):
+        window.push(f"s{n % 100}", envelope(n / 1000), n / 1000)
+    for i in range(60):
+        for _k in range(4):
+            window.push(f"L{i}", envelope(4 + i / 100, size=1_000_000), 4 + i / 100)
+        window.forget(f"L{i}")
+        referenced = sum(footprint(e) for _, e in window._order)
+        assert referenced == window.bytes + window.stale
+        assert referenced <= 1.25 * window.max_bytes
+    assert window.count > 3500  # the small ones stay (a few evicted by the bytes bound)
+
+
+def test_the_push_order_drops_what_aged_out_everywhere() -> None:
+    """Events on many subscribers, each pushed once in a while: what ages out of the
+    window leaves the push order too, not only when its own subscriber is pushed again."""
+    window = StandbyWindow(1.0)
+    for n in range(5000):
+        window.push(f"s{n % 2500}", envelope(n / 100), n / 100)
+    assert window.count <= 101  # one second's worth: events 4900..4999
+    assert window.order_entries <= window.count + 1
+    window.expire(1000.0)
+    assert (window.count, window.order_entries) == (0, 0)
 
 
 @pytest.mark.parametrize(

@@ -158,7 +158,7 @@ def test_missed_skips_what_the_socket_saw_and_what_was_published() -> None:
     plan.add(Gap("001", T + 100_000, T + 200_000, "closed 1012"), now=0.0)
     job = plan.take(0.0)
     assert job is not None
-    book.seen_end("001", "seen")
+    book.seen_end("001", "seen", T + 150_000)
     rows, _ = call_records(
         [
             record("in", T + 150_000),

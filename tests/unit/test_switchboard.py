@@ -116,6 +116,19 @@ def test_a_command_is_claimed_before_it_is_dialed_and_acked_after_its_answer() -
     assert b.busy == 0
 
 
+def test_a_line_is_kept_only_while_it_has_work() -> None:
+    """Subscribers that come and go: each one commanded once leaves nothing behind."""
+    b = board()
+    for n in range(100):
+        subscriber = f"s{n}"
+        b.socket_up(subscriber, n, 0.0)
+        assert kinds(b.deliver(delivery(n, subscriber), 0.0)) == [f"send:{n}@{n}"]
+        b.sent((1, n), True, 0.0)
+        b.answer(subscriber, n, None, 1.0)
+        b.socket_down(subscriber, n, 2.0)
+    assert (b.lines, b.jobs, b.sockets) == ({}, {}, {})
+
+
 def test_the_pbx_refusal_is_the_answer() -> None:
     b = board()
     b.socket_up("001", 1, 0.0)
@@ -607,6 +620,13 @@ class SwitchboardModel(RuleBasedStateMachine):
     @invariant()
     def at_most_one_dial_per_command(self) -> None:
         assert all(count == 1 for count in self.dials.values()), self.dials
+
+    @invariant()
+    def only_busy_lines_are_kept(self) -> None:
+        """Memory: a line is kept only while it has work or awaits a late answer."""
+        if hasattr(self, "b"):
+            for line in self.b.lines.values():
+                assert line.current or line.queue or line.late_conn is not None, line
 
     @invariant()
     def never_more_replies_than_sends(self) -> None:

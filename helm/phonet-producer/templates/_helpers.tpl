@@ -166,3 +166,26 @@ PHONET_SPOOL_FSYNC: {{ .Values.spool.fsync | quote }}
 {{- fail (printf "spool.persistence.existingClaim (%s) is one claim and replicaCount is %d: each replica needs a spool of its own (one producer per spool directory; a second one stops at start). Leave spool.persistence.existingClaim empty for a claim per replica, or set replicaCount to 1" .Values.spool.persistence.existingClaim (int .Values.replicaCount)) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The container's resources: .Values.resources, with the memory request and limit derived
+from sizing.subscribers when resources sets neither (values.yaml gives the formula).
+*/}}
+{{- define "phonet-producer.resources" -}}
+{{- $res := deepCopy (.Values.resources | default dict) }}
+{{- $n := int (.Values.sizing.subscribers | default 0) }}
+{{- if gt $n 0 }}
+{{- $request := add (int .Values.sizing.baseMi) (div (add (mul (int .Values.sizing.perThousandMi) $n) 999) 1000) }}
+{{- $limit := add $request (int .Values.sizing.headroomMi) }}
+{{- $requests := get $res "requests" | default dict }}
+{{- $limits := get $res "limits" | default dict }}
+{{- /* Either memory value set by hand: both are the user's (a derived one could contradict it). */ -}}
+{{- if not (or (hasKey $requests "memory") (hasKey $limits "memory")) }}
+{{- $_ := set $requests "memory" (printf "%dMi" $request) }}
+{{- $_ := set $limits "memory" (printf "%dMi" $limit) }}
+{{- $_ := set $res "requests" $requests }}
+{{- $_ := set $res "limits" $limits }}
+{{- end }}
+{{- end }}
+{{- toYaml $res }}
+{{- end }}

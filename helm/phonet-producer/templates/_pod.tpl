@@ -80,7 +80,7 @@ spec:
         periodSeconds: {{ .Values.readinessProbe.periodSeconds }}
         failureThreshold: {{ .Values.readinessProbe.failureThreshold }}
         timeoutSeconds: {{ .Values.readinessProbe.timeoutSeconds }}
-      {{- with .Values.resources }}
+      {{- with (include "phonet-producer.resources" . | fromYaml) }}
       resources:
         {{- toYaml . | nindent 8 }}
       {{- end }}
