@@ -31,6 +31,7 @@ MAX_SUBSCRIBER_TOKEN_BYTES = 200
 INVALID_PREFIX = "invalid"
 CLICK2CALL_PREFIX = "click2call"
 
+
 @lru_cache(maxsize=4096)
 def subscriber_token(subscriber: str) -> str:
     """The subscriber as one routing word (cached: the configured set is small)."""
