@@ -41,10 +41,10 @@ import aio_pika
 from phonet_client import CallEvent, binding_key, parse
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE IF NOT EXISTS call_events (
     message_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, event TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_call ON events(call_id);
+CREATE INDEX IF NOT EXISTS call_events_call ON call_events(call_id);
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY,
     day TEXT NOT NULL,
@@ -181,7 +181,7 @@ class Journal:
         with self.db:
             stored = json.dumps(asdict(event), ensure_ascii=False)
             cursor = self.db.execute(
-                "INSERT OR IGNORE INTO events VALUES (?,?,?)",
+                "INSERT OR IGNORE INTO call_events VALUES (?,?,?)",
                 (event.message_id, call_of(event), stored),
             )
             if cursor.rowcount == 0:
@@ -194,7 +194,7 @@ class Journal:
         return record
 
     def events(self, call_id: str) -> list[CallEvent]:
-        rows = self.db.execute("SELECT event FROM events WHERE call_id = ?", (call_id,))
+        rows = self.db.execute("SELECT event FROM call_events WHERE call_id = ?", (call_id,))
         return [CallEvent(**json.loads(text)) for (text,) in rows]
 
     def calls(self, day: str) -> list[sqlite3.Row]:

@@ -11,8 +11,9 @@ a ``message_id`` that makes a retry the same command, your RabbitMQ user as ``us
     2  no answer (timeout, no such queue, broker unreachable)
 
 Settings: ``AMQP_URL`` and ``PHONET_CLICK2CALL_QUEUE`` from the environment, or
-``--amqp-url`` / ``--queue``. No answer? Run it again with the same ``--message-id``: the
-producer answers a retry from what it remembers, it never dials it twice.
+``--amqp-url`` / ``--queue``. No answer? Run it again with the same ``--message-id`` (and
+the same subscriber, number and ``--id``: that is the same command): the producer answers
+a retry from what it remembers, it never dials it twice.
 """
 
 from __future__ import annotations

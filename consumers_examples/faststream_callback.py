@@ -104,7 +104,9 @@ def callback_for(event: CallEvent) -> tuple[str, str] | None:
 async def on_dial(body: CallDial, message: RabbitMessage) -> None:
     raw = message.raw_message
     event = parse(raw.routing_key or "", raw.body, raw.headers, raw.message_id)
-    if not isinstance(event, CallEvent) or (todo := callback_for(event)) is None:
+    if not isinstance(event, CallEvent) or event.call_id is None:
+        return
+    if (todo := callback_for(event)) is None:
         return
     manager, number = todo
     try:

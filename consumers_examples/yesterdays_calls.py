@@ -35,8 +35,9 @@ async def calls(
     async with await aio_pika.connect(amqp_url) as connection:
         history = History(connection, stream)
         async for item in history.since(since, until=until, subscriber=subscriber, event="call"):
-            if isinstance(item.message, CallEvent):
-                by_call[call_of(item.message)].append(item.message)
+            event = item.message
+            if isinstance(event, CallEvent) and event.direction not in ("pause", "unpause"):
+                by_call[call_of(event)].append(event)
     records = sorted(
         (build_record(events) for events in by_call.values()), key=lambda r: r.started_ms or 0
     )

@@ -11,6 +11,7 @@ click2call client.
 """
 
 from phonet_client.click2call import (
+    BrokerRefused,
     Click2Call,
     Click2CallError,
     Expired,
@@ -41,6 +42,7 @@ from phonet_client.messages import (
 
 __all__ = [
     "BackfilledCall",
+    "BrokerRefused",
     "CallEvent",
     "Click2Call",
     "Click2CallError",

@@ -108,6 +108,13 @@ class NoQueue(Click2CallError, LookupError):
     result = "no_queue"
 
 
+class BrokerRefused(Click2CallError):
+    """RabbitMQ nacked the command (the queue is full and refuses publishes, say): it was
+    never taken, never dialed."""
+
+    result = "broker_refused"
+
+
 class NoReply(Click2CallError, TimeoutError):
     """No reply within the client's timeout: the call may still have been placed."""
 
@@ -167,11 +174,25 @@ class Click2Call:
                 channel = await self.connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
-                # Direct reply-to: consume the pseudo-queue (no-ack) before publishing.
-                replies = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
-                await replies.consume(self._on_reply, no_ack=True)
+                await self._consume_replies(channel)
+                reopened = getattr(channel, "reopen_callbacks", None)
+                if reopened is not None:
+                    # A robust channel reopens itself (reconnect, channel error) without
+                    # the reply consumer, which it does not track: consume again.
+                    reopened.add(self._consume_replies)
+                else:
+                    channel.close_callbacks.add(self._forget)
                 self._channel = channel
             return self._channel
+
+    async def _consume_replies(self, channel: AbstractChannel) -> None:
+        # Direct reply-to: consume the pseudo-queue (no-ack) before publishing.
+        replies = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+        await replies.consume(self._on_reply, no_ack=True)
+
+    def _forget(self, channel: object, *_: object) -> None:
+        if self._channel is channel:
+            self._channel = None
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         waiting = self._waiting.get(message.correlation_id or "")
@@ -205,22 +226,28 @@ class Click2Call:
         self._waiting[correlation_id] = (waiter, count + 1)
         try:
             try:
-                await self._publish(channel, body, correlation_id, timeout)
+                # Bounded too: a broker in a memory alarm blocks publishers.
+                async with asyncio.timeout(timeout):
+                    await self._publish(channel, body, correlation_id, timeout)
+            except TimeoutError:
+                raise NoReply(None, f"not even sent within {timeout:g}s") from None
             except aio_pika.exceptions.DeliveryError as exc:
                 if exc.message is None:  # a nack: the queue refused it (full, an alarm)
-                    raise Click2CallError(None, "the broker refused the command") from exc
+                    raise BrokerRefused(None, "the broker refused the command") from exc
                 raise NoQueue(None, f"no queue {self.queue!r}: is phonet-producer running?") from (
                     exc
                 )
             try:
                 async with asyncio.timeout(timeout):
-                    answer = await waiter
+                    # Shielded: another call awaiting the same id keeps its answer when
+                    # this one times out or is cancelled.
+                    answer = await asyncio.shield(waiter)
             except TimeoutError:
                 raise NoReply(None, f"no reply within {timeout:g}s") from None
         finally:
-            left = self._waiting[correlation_id][1] - 1
-            if left:
-                self._waiting[correlation_id] = (waiter, left)
+            current, count = self._waiting[correlation_id]
+            if count > 1:
+                self._waiting[correlation_id] = (current, count - 1)
             else:
                 del self._waiting[correlation_id]
         return raise_for(answer)

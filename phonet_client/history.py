@@ -19,7 +19,8 @@ A stream is read over plain AMQP 0-9-1 (RabbitMQ 3.9 or later, no plugin): a con
 drops nothing when read). A moment is found at the granularity of the stream's chunks, so
 events a little older than ``since`` are filtered out here by their own receive time.
 
-Cancellation stops the read and closes its channel.
+Cancellation stops the read and closes its channel; so does leaving the loop early, once
+the generator is closed (``contextlib.aclosing`` closes it at once).
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ class History:
         idle: float = 1.0,
         follow: bool = False,
     ) -> AsyncIterator[Replayed]:
-        """From ``start`` (a moment, an offset, ``"first"``, ``"last"`` or ``"next"``)."""
+        """From ``start`` (a moment, an offset, ``"first"``, ``"last"`` or ``"next"``).
+        Raises ConnectionError when the channel closes mid-read (the replay would be cut
+        short)."""
+        if isinstance(start, datetime.datetime) and start.tzinfo is None:
+            raise ValueError("give an aware datetime (e.g. with tzinfo=datetime.UTC)")
         # Compared in milliseconds, the precision of the producer's received_at_ms.
         end = None if follow else _ms(until or datetime.datetime.now(datetime.UTC))
         after = _ms(start) if isinstance(start, datetime.datetime) else None
@@ -109,12 +114,18 @@ class History:
             queue = await channel.get_queue(self.stream, ensure=False)
             arguments: dict[str, Any] = {"x-stream-offset": start}
             async with queue.iterator(arguments=arguments) as messages:
+                first = True
                 while True:
+                    # The first delivery may take a while (the broker finds the chunk).
+                    wait = None if follow else (max(idle, 5.0) if first else idle)
+                    first = False
                     try:
-                        async with asyncio.timeout(None if follow else idle):
+                        async with asyncio.timeout(wait):
                             message = await anext(messages)
-                    except (TimeoutError, StopAsyncIteration):
-                        return
+                    except TimeoutError:
+                        return  # caught up
+                    except StopAsyncIteration:
+                        raise ConnectionError("the stream's channel closed mid-read") from None
                     await message.ack()
                     at = _received_ms(message)
                     if end is not None and at > end:

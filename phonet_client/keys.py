@@ -51,9 +51,15 @@ def unescape_word(word: str) -> str:
     """The inverse of :func:`escape_word` (bytes that are not UTF-8 are replaced)."""
     if "%" not in word:
         return word
-    return _ESCAPED.sub(
-        lambda m: bytes.fromhex(m.group().replace("%", "")).decode("utf-8", "replace"), word
-    )
+
+    def decode(match: re.Match[str]) -> str:
+        raw = bytes.fromhex(match.group().replace("%", ""))
+        try:  # the escape kept lone surrogates (surrogatepass): so does the way back
+            return raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return raw.decode("utf-8", "replace")
+
+    return _ESCAPED.sub(decode, word)
 
 
 def subscriber_token(subscriber: str) -> str:
@@ -94,6 +100,8 @@ def binding_key(event: str = "#", subscriber: str | None = None) -> str:
     words = [w if w in ("*", "#") else escape_word(w) for w in event.split(".")]
     if not all(words):
         raise ValueError(f"event {event!r} has an empty word")
+    if subscriber == "":
+        raise ValueError("subscriber must not be empty: use None for every subscriber")
     token = "*" if subscriber is None else subscriber_token(subscriber)
     if words == ["#"]:
         return "#" if subscriber is None else f"#.{token}"

@@ -45,7 +45,7 @@ def _json(body: bytes) -> JSON:
     """The body as a JSON object, or ``{}`` when it is not one."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: not ours to read
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -5,8 +5,9 @@ retention (``PHONET_HISTORY_MAX_AGE``, ``PHONET_HISTORY_MAX_BYTES``, whichever c
 and lets any number of readers start from a point in time or an offset, each at its own
 pace, without taking anything from the others. The producer declares it (``x-queue-type:
 stream``) and binds it to ``#`` on the events exchange, in every broker session: the
-broker copies each event there as it routes it — the publish path does not change, and a
-publish confirmed is a publish the stream holds. Consumers read it with
+broker copies each event there as it routes it, and a publish confirmed is a publish the
+stream holds (so every event is routed somewhere: ``phonet_events_returned_total`` stays 0
+while the stream is bound). Consumers read it with
 :class:`phonet_client.history.History` over plain AMQP 0-9-1 (RabbitMQ 3.9 or later; no
 stream plugin needed).
 
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractConnection
 
 from producer.logs import safe_error
@@ -61,12 +61,14 @@ class HistoryStream:
             await self._declare(connection)
         except asyncio.CancelledError:
             raise
-        except (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException) as exc:
+        except Exception as exc:  # never end the event session for the history's sake
             reason = safe_error(exc)
+            self.declared = False
             self.error = (
                 f"PHONET_HISTORY_STREAM: cannot keep the call history in stream {self.name!r}"
                 f" ({reason}); it needs RabbitMQ 3.9 or later with streams, and no other queue"
-                " of that name. Events are published as usual."
+                " of that name (nor the same stream declared with other retention settings:"
+                " delete it, or set retention by policy). Events are published as usual."
             )
             log.error("%s", self.error)
         await asyncio.Event().wait()  # hold the session hook until it is cancelled

@@ -151,3 +151,43 @@ async def test_a_consumer_reads_the_exchange_with_the_toolkit(
     await asyncio.sleep(0.3)
     assert len(got) == 2
     assert seen.repeats == 1
+
+
+async def test_two_waits_for_the_same_command_and_one_gives_up(
+    sim: PhonetSimulator,
+    start_producer: StartProducer,
+    amqp: AbstractConnection,
+    command_queue: str,
+) -> None:
+    """A retry sent while the first send still waits: the first gives up (NoReply) and the
+    retry still gets the one answer; the PBX is asked once."""
+    sim.on_action = lambda _s, _a: Reply({"event": "success"}, delay=1.0)
+    await start_producer()
+    await sim.wait_connected(SUBSCRIBERS)
+    client = Click2Call(amqp, command_queue)
+    first = asyncio.ensure_future(client.call("001", "380991234567", message_id="m-1", timeout=0.5))
+    await asyncio.sleep(0.1)
+    second = asyncio.ensure_future(client.call("001", "380991234567", message_id="m-1", timeout=5))
+    with pytest.raises(NoReply):
+        await first
+    placed = await second
+    assert placed.success
+    assert len(sim.actions) == 1
+
+
+async def test_the_client_outlives_a_channel_the_broker_closed(
+    sim: PhonetSimulator, start_producer: StartProducer, amqp_url: str, command_queue: str
+) -> None:
+    """On a robust connection, a command the broker refuses by closing the channel (a
+    user_id that is not the connection's) does not leave the client without its reply
+    consumer: the next call is answered."""
+    await start_producer()
+    await sim.wait_connected(SUBSCRIBERS)
+    async with await aio_pika.connect_robust(amqp_url) as connection:
+        client = Click2Call(connection, command_queue, user_id="somebody-else")
+        with pytest.raises((aio_pika.exceptions.AMQPException, NoReply)):
+            await client.call("001", "380991234567", timeout=2)
+        client.user_id = "guest"
+        await asyncio.sleep(1.0)  # the robust channel has reopened itself by now
+        placed = await asyncio.wait_for(client.call("002", "380991234567", timeout=10), 20)
+        assert placed.success

@@ -185,3 +185,13 @@ def test_importing_the_toolkit_loads_none_of_the_service() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_edges_of_keys_and_parse() -> None:
+    from phonet_client.keys import escape_word, unescape_word
+
+    assert unescape_word(escape_word("a\ud800b")) == "a\ud800b"  # a lone surrogate, kept
+    with pytest.raises(ValueError, match="subscriber must not be empty"):
+        binding_key("call.dial", subscriber="")
+    deep = b'{"event":"call.dial","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert isinstance(parse("call.dial.001", deep, {}), Unknown)  # never raises
