@@ -5,16 +5,20 @@
     python consumers_examples/call_journal.py --db calls.sqlite --summary  # today's summary
     python consumers_examples/call_journal.py --db calls.sqlite --summary 2026-11-27
 
-It binds its own durable queue (``--queue``, default ``call-journal``) to ``call.#`` on the
-events exchange, so nothing is lost while it is stopped. Every event is stored once (its
-``message_id`` is the key: redeliveries and Phonet's duplicates are ignored) and the call it
-belongs to is rebuilt from all of its events, so events may arrive in any order. A call is
-keyed by its ``uuid``, or by ``parentUuid`` for the per-employee legs of a group call.
+It binds its own durable queue (``--queue``, default ``call-journal``) to every call event
+on the events exchange, so nothing is lost while it is stopped — and the queue keeps
+filling while it is: ``--transient`` uses a queue that goes with the journal instead (what
+happens while it is stopped is then not recorded), ``--delete-queue`` removes the durable
+one. It prints a line for every call that changes (masked numbers) as it goes. Every event
+is stored once (its ``message_id`` is the key: redeliveries and Phonet's duplicates are
+ignored) and the call it belongs to is rebuilt from all of its events, so events may arrive
+in any order. A call is keyed by its ``uuid``, or by ``parentUuid`` for the per-employee
+legs of a group call.
 
 Records: direction, who (the employees whose phones rang, who answered), the client (number,
-name, company from ``otherLegs``), rang for, talked for, answered or missed. The producer's
-headers carry the normalised times (``dial_at_ms``, ``bridge_at_ms``, ``server_time_ms``),
-so seconds-vs-milliseconds quirks are already handled. Needs only aio-pika.
+name, company from ``otherLegs``), rang for, talked for, answered or missed. Messages are
+read with the toolkit (``phonet_client``): the producer's headers carry the normalised
+times, so seconds-vs-milliseconds quirks are already handled.
 """
 
 from __future__ import annotations
@@ -29,18 +33,18 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import aio_pika
+
+from phonet_client import CallEvent, binding_key, parse
+
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    message_id TEXT PRIMARY KEY,
-    call_id TEXT NOT NULL,
-    uuid TEXT, parent_uuid TEXT, subscriber TEXT, event TEXT, direction TEXT,
-    dial_at_ms INTEGER, bridge_at_ms INTEGER, server_time_ms INTEGER,
-    body TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS call_events (
+    message_id TEXT PRIMARY KEY, call_id TEXT NOT NULL, event TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_call ON events(call_id);
+CREATE INDEX IF NOT EXISTS call_events_call ON call_events(call_id);
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY,
     day TEXT NOT NULL,
@@ -54,26 +58,15 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_day ON calls(day);
 """
+CALL_COLUMNS = [
+    *("call_id", "day", "direction", "employees", "answered_by", "client_number"),
+    *("client_name", "client_company", "started_ms", "answered_ms", "ended_ms", "rang_s"),
+    *("talked_s", "status"),
+]
 
 
-@dataclass
-class Event:
-    """One call event as the journal needs it (from the producer's headers and body)."""
-
-    message_id: str
-    uuid: str | None
-    parent_uuid: str | None
-    subscriber: str
-    event: str
-    direction: str
-    dial_at_ms: int | None
-    bridge_at_ms: int | None
-    server_time_ms: int | None
-    body: dict[str, Any]
-
-    @property
-    def call_id(self) -> str:
-        return self.parent_uuid or self.uuid or self.message_id
+def call_of(event: CallEvent) -> str:
+    return event.call_id or event.message_id or ""
 
 
 @dataclass
@@ -112,36 +105,22 @@ class CallRecord:
         )
 
 
-def event_from_message(message_id: str, headers: dict[str, Any], body: bytes) -> Event | None:
+def event_from_message(
+    message_id: str, headers: dict[str, Any], body: bytes, routing_key: str = "call.dial.x"
+) -> CallEvent | None:
     """The journal's view of one message, or None for what is not a call leg (pause and
     unpause ride on call events too, with direction pause/unpause)."""
-    if headers.get("direction") in ("pause", "unpause"):
+    event = parse(routing_key, body, headers, message_id)
+    if not isinstance(event, CallEvent) or event.direction in ("pause", "unpause"):
         return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    return Event(
-        message_id=message_id,
-        uuid=headers.get("uuid"),
-        parent_uuid=headers.get("parent_uuid"),
-        subscriber=str(headers.get("subscriber", "")),
-        event=str(headers.get("event", data.get("event", ""))),
-        direction=str(headers.get("direction", "unknown")),
-        dial_at_ms=headers.get("dial_at_ms"),
-        bridge_at_ms=headers.get("bridge_at_ms"),
-        server_time_ms=headers.get("server_time_ms"),
-        body=data,
-    )
+    return event
 
 
-def build_record(events: Iterable[Event]) -> CallRecord:
+def build_record(events: Iterable[CallEvent]) -> CallRecord:
     """One call from all of its events, in whatever order and with whatever duplicates."""
     events = sorted(events, key=lambda e: (e.server_time_ms or 0, e.event))
     first = events[0]
-    record = CallRecord(call_id=first.call_id, direction=first.direction)
+    record = CallRecord(call_id=call_of(first), direction=first.direction)
     hung_up: set[str | None] = set()
     legs: set[str | None] = set()
     for e in events:
@@ -176,6 +155,13 @@ def build_record(events: Iterable[Event]) -> CallRecord:
     return record
 
 
+def masked(number: str | None) -> str:
+    """A phone number with all but its last four digits hidden."""
+    if not number:
+        return "-"
+    return "*" * max(0, len(number) - 4) + number[-4:]
+
+
 def _client(body: dict[str, Any]) -> dict[str, Any] | None:
     legs = body.get("otherLegs")
     if isinstance(legs, list) and legs and isinstance(legs[0], dict):
@@ -190,70 +176,26 @@ class Journal:
         self.db = sqlite3.connect(path)
         self.db.executescript(SCHEMA)
 
-    def add(self, event: Event) -> bool:
-        """Store ``event`` and rebuild its call; False if it was a duplicate."""
+    def add(self, event: CallEvent) -> CallRecord | None:
+        """Store ``event`` and rebuild its call: the call, or None for a duplicate."""
         with self.db:
+            stored = json.dumps(asdict(event), ensure_ascii=False)
             cursor = self.db.execute(
-                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    event.message_id,
-                    event.call_id,
-                    event.uuid,
-                    event.parent_uuid,
-                    event.subscriber,
-                    event.event,
-                    event.direction,
-                    event.dial_at_ms,
-                    event.bridge_at_ms,
-                    event.server_time_ms,
-                    json.dumps(event.body, ensure_ascii=False),
-                ),
+                "INSERT OR IGNORE INTO call_events VALUES (?,?,?)",
+                (event.message_id, call_of(event), stored),
             )
             if cursor.rowcount == 0:
-                return False
-            record = build_record(self.events(event.call_id))
-            self.db.execute(
-                "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    record.call_id,
-                    record.day,
-                    record.direction,
-                    ",".join(record.employees),
-                    record.answered_by,
-                    record.client_number,
-                    record.client_name,
-                    record.client_company,
-                    record.started_ms,
-                    record.answered_ms,
-                    record.ended_ms,
-                    record.rang_s,
-                    record.talked_s,
-                    record.status,
-                ),
-            )
-        return True
+                return None
+            record = build_record(self.events(call_of(event)))
+            row = [getattr(record, column) for column in CALL_COLUMNS]
+            row[CALL_COLUMNS.index("employees")] = ",".join(record.employees)
+            marks = ",".join("?" * len(row))
+            self.db.execute(f"INSERT OR REPLACE INTO calls VALUES ({marks})", row)
+        return record
 
-    def events(self, call_id: str) -> list[Event]:
-        rows = self.db.execute(
-            "SELECT message_id, uuid, parent_uuid, subscriber, event, direction, dial_at_ms,"
-            " bridge_at_ms, server_time_ms, body FROM events WHERE call_id = ?",
-            (call_id,),
-        ).fetchall()
-        return [
-            Event(
-                message_id=r[0],
-                uuid=r[1],
-                parent_uuid=r[2],
-                subscriber=r[3],
-                event=r[4],
-                direction=r[5],
-                dial_at_ms=r[6],
-                bridge_at_ms=r[7],
-                server_time_ms=r[8],
-                body=json.loads(r[9]),
-            )
-            for r in rows
-        ]
+    def events(self, call_id: str) -> list[CallEvent]:
+        rows = self.db.execute("SELECT event FROM call_events WHERE call_id = ?", (call_id,))
+        return [CallEvent(**json.loads(text)) for (text,) in rows]
 
     def calls(self, day: str) -> list[sqlite3.Row]:
         self.db.row_factory = sqlite3.Row
@@ -266,22 +208,30 @@ class Journal:
 
 
 def summary(journal: Journal, day: str) -> str:
-    """A daily summary as text."""
+    """A daily summary as text: every call counted once, by direction then status (the
+    parts add up to the total)."""
     calls = journal.calls(day)
     if not calls:
         return f"{day}: no calls"
-    by_status = Counter((c["direction"], c["status"]) for c in calls)
+    by_direction: dict[str, Counter[str]] = {}
+    for c in calls:
+        by_direction.setdefault(c["direction"], Counter())[c["status"]] += 1
     answered = [c for c in calls if c["status"] == "answered"]
     rang = [c["rang_s"] for c in calls if c["rang_s"] is not None]
     talked = [c["talked_s"] for c in answered if c["talked_s"] is not None]
     per_employee: Counter[str] = Counter(c["answered_by"] for c in answered)
-    missed = Counter(c["client_number"] for c in calls if c["status"] == "missed")
+    missed = Counter(masked(c["client_number"]) for c in calls if c["status"] == "missed")
+    order = ["incoming", "outgoing", "internal"]
+    order += sorted(set(by_direction) - set(order))
+    parts = []
+    for direction in order:
+        statuses = by_direction.get(direction)
+        if statuses:
+            detail = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
+            parts.append(f"{direction} {sum(statuses.values())} ({detail})")
     lines = [
         f"{day}: {len(calls)} calls",
-        f"  incoming {by_status['incoming', 'answered']} answered, "
-        f"{by_status['incoming', 'missed']} missed; outgoing "
-        f"{sum(v for (d, _), v in by_status.items() if d == 'outgoing')}; internal "
-        f"{sum(v for (d, _), v in by_status.items() if d == 'internal')}",
+        "  " + "; ".join(parts),
         f"  average ring {sum(rang) / len(rang):.1f}s" if rang else "  average ring -",
         f"  average talk {sum(talked) / len(talked):.1f}s" if talked else "  average talk -",
         "  answered by: "
@@ -294,35 +244,53 @@ def summary(journal: Journal, day: str) -> str:
     return "\n".join(lines)
 
 
+def line(record: CallRecord) -> str:
+    """One call as it changes (printed while consuming; the client's number masked)."""
+    who = record.answered_by or ",".join(record.employees) or "-"
+    return (
+        f"{record.call_id[:24]:24} {record.direction:9} {record.status:12} "
+        f"{masked(record.client_number):>14} {who}"
+    )
+
+
 async def consume(
     amqp_url: str,
     exchange: str,
-    queue: str,
+    queue: str | None,
     journal: Journal,
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
+    out: Any = None,
 ) -> int:
     """Consume until ``stop`` is set (``ready`` is set once the queue is bound and consumed);
-    returns how many new events were stored."""
-    import aio_pika
-
+    ``queue`` None is a transient queue of this run only. Prints a line per changed call
+    to ``out`` (a file; None: quiet). Returns how many new events were stored."""
     stored = 0
     connection = await aio_pika.connect_robust(amqp_url)
     async with connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=100)
         events = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        q = await channel.declare_queue(queue, durable=True)
-        await q.bind(events, "call.#")
+        if queue is None:
+            q = await channel.declare_queue("", exclusive=True)
+        else:
+            q = await channel.declare_queue(queue, durable=True)
+        await q.bind(events, binding_key("call.#"))
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             nonlocal stored
             async with message.process(requeue=False):
                 event = event_from_message(
-                    message.message_id or "", dict(message.headers), message.body
+                    message.message_id or "",
+                    dict(message.headers),
+                    message.body,
+                    message.routing_key or "",
                 )
-                if event is not None and journal.add(event):
+                record = journal.add(event) if event is not None else None
+                if record is not None:
                     stored += 1
+                    if out is not None:
+                        print(line(record), file=out, flush=True)
 
         tag = await q.consume(on_message)
         if ready is not None:
@@ -330,6 +298,12 @@ async def consume(
         await stop.wait()
         await q.cancel(tag)
     return stored
+
+
+async def delete_queue(amqp_url: str, queue: str) -> None:
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--exchange", default=os.environ.get("PHONET_EXCHANGE", "phonet.events"))
     parser.add_argument("--queue", default="call-journal", help="this journal's durable queue")
+    parser.add_argument(
+        "--transient",
+        action="store_true",
+        help="a queue that goes with this run (nothing is kept for the journal while stopped)",
+    )
+    parser.add_argument(
+        "--delete-queue", action="store_true", help="delete the durable --queue and exit"
+    )
     parser.add_argument(
         "--summary",
         nargs="?",
@@ -358,12 +340,24 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(journal, day))
         return 0
 
+    if args.delete_queue:
+        asyncio.run(delete_queue(args.amqp_url, args.queue))
+        print(f"deleted queue {args.queue!r}", file=sys.stderr)
+        return 0
+    queue = None if args.transient else args.queue
+    if queue is not None:
+        print(
+            f"reading queue {queue!r}: it keeps collecting call events while this journal is"
+            " stopped (--delete-queue removes it; --transient uses none)",
+            file=sys.stderr,
+        )
+
     async def run() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        return await consume(args.amqp_url, args.exchange, args.queue, journal, stop)
+        return await consume(args.amqp_url, args.exchange, queue, journal, stop, out=sys.stdout)
 
     stored = asyncio.run(run())
     print(f"stored {stored} new events", file=sys.stderr)

@@ -3,79 +3,48 @@
 
     python consumers_examples/click2call.py --subscriber 001 380991234567
 
-Publishes ``{"subscriber": ..., "to": ..., "id": ...}`` to the click2call queue with a
-private reply queue and a correlation id, waits for the reply, prints it and exits:
+Sends the command with the toolkit's client (``phonet_client.Click2Call``: direct reply-to,
+a ``message_id`` that makes a retry the same command, your RabbitMQ user as ``user_id`` so
+``PHONET_CLICK2CALL_ALLOWED_USERS`` can admit it), prints the answer and exits:
 
     0  the PBX placed the call          1  the PBX or the producer answered "error"
     2  no answer (timeout, no such queue, broker unreachable)
 
 Settings: ``AMQP_URL`` and ``PHONET_CLICK2CALL_QUEUE`` from the environment, or
-``--amqp-url`` / ``--queue``. Needs only aio-pika (``pip install aio-pika``). Commands are
-at most once: if you get no answer, check before you retry.
+``--amqp-url`` / ``--queue``. No answer? Run it again with the same ``--message-id`` (and
+the same subscriber, number and ``--id``: that is the same command): the producer answers
+a retry from what it remembers, it never dials it twice.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import logging
 import os
 import sys
-import uuid
-from typing import Any
+from dataclasses import asdict
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+
+from phonet_client import Click2Call, Click2CallError, Click2CallOutcome, NoQueue, NoReply
 
 SUCCESS, ERROR, NO_ANSWER = 0, 1, 2
 
 
-async def call(
-    amqp_url: str,
-    queue: str,
-    subscriber: str,
-    to: str,
-    *,
-    command_id: str | None = None,
-    timeout: float = 15.0,
-) -> dict[str, Any]:
-    """Send one command and return the reply. Raises TimeoutError when none comes, LookupError
-    when the queue does not exist (nobody consumes commands)."""
-    connection = await aio_pika.connect(amqp_url, timeout=10)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        replies = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        correlation_id = uuid.uuid4().hex
-        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-        async def on_reply(message: AbstractIncomingMessage) -> None:
-            if message.correlation_id == correlation_id and not answer.done():
-                answer.set_result(json.loads(message.body))
-
-        await replies.consume(on_reply, no_ack=True)
-        command: dict[str, Any] = {"subscriber": subscriber, "to": to}
-        if command_id is not None:
-            command["id"] = command_id
-        try:
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    json.dumps(command).encode(),
-                    content_type="application/json",
-                    correlation_id=correlation_id,
-                    reply_to=replies.name,
-                    # Judged stale from here; dropped unread if nobody takes it in time.
-                    timestamp=datetime.datetime.now(datetime.UTC),
-                    expiration=datetime.timedelta(seconds=timeout),
-                ),
-                routing_key=queue,
-                mandatory=True,
-            )
-        except aio_pika.exceptions.DeliveryError as exc:  # returned: no such queue
-            raise LookupError(f"no queue {queue!r}: is phonet-producer running?") from exc
-        async with asyncio.timeout(timeout):
-            return await answer
+async def call(args: argparse.Namespace) -> Click2CallOutcome:
+    """The answer of a placed call; raises the toolkit's Click2CallError otherwise."""
+    async with await aio_pika.connect(args.amqp_url, timeout=10) as connection:
+        client = Click2Call(connection, args.queue, user_id=args.user_id)
+        return await client.call(
+            args.subscriber,
+            args.to,
+            timeout=args.timeout,
+            message_id=args.message_id,
+            command_id=args.id,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,44 +52,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("to", help="the number to call, e.g. 380991234567")
     parser.add_argument("--subscriber", required=True, help="the employee placing the call")
     parser.add_argument("--id", help="your reference, echoed in the reply")
+    parser.add_argument("--message-id", help="repeat it to retry the same command")
     parser.add_argument(
         "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
     )
     parser.add_argument(
         "--queue", default=os.environ.get("PHONET_CLICK2CALL_QUEUE", "phonet.click2call")
     )
+    parser.add_argument("--user-id", help="RabbitMQ user to name (default: the URL's user)")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (default 15)")
-    parser.add_argument("--json", action="store_true", help="print the reply as JSON")
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     args = parser.parse_args(argv)
+    # RabbitMQ accepts only the connection's own user as user_id.
+    args.user_id = args.user_id or unquote(urlsplit(args.amqp_url).username or "guest")
     # aiormq logs a failed connection itself; this tool reports it in one line of its own.
     logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     try:
-        reply = asyncio.run(
-            call(
-                args.amqp_url,
-                args.queue,
-                args.subscriber,
-                args.to,
-                command_id=args.id,
-                timeout=args.timeout,
-            )
-        )
-    except TimeoutError:
+        answer = asyncio.run(call(args))
+    except NoReply:
         print(
             f"no answer within {args.timeout:g}s (the call may still have been placed)",
             file=sys.stderr,
         )
         return NO_ANSWER
-    except (LookupError, OSError, aio_pika.exceptions.AMQPException) as exc:
+    except NoQueue as exc:
+        print(f"no answer: {exc}", file=sys.stderr)
+        return NO_ANSWER
+    except Click2CallError as exc:
+        if args.json and exc.outcome is not None:
+            print(json.dumps(asdict(exc.outcome), ensure_ascii=False))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return ERROR
+    except (OSError, aio_pika.exceptions.AMQPException) as exc:
         print(f"no answer: {exc}", file=sys.stderr)
         return NO_ANSWER
     if args.json:
-        print(json.dumps(reply, ensure_ascii=False))
-    elif reply.get("event") == "success":
-        print(f"calling {reply.get('to')} from {reply.get('subscriber')}")
+        print(json.dumps(asdict(answer), ensure_ascii=False))
     else:
-        print(f"error: {reply.get('message')}", file=sys.stderr)
-    return SUCCESS if reply.get("event") == "success" else ERROR
+        print(f"calling {answer.to} from {answer.subscriber}")
+    return SUCCESS
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from producer.errors import ConfigError
 from producer.events import CallEvent, InvalidReason, metric_event, parse_frame
 from producer.exposition import exposition
 from producer.gcpolicy import GcPolicy
+from producer.history import HistoryStream
 from producer.http import Health, OpsServer
 from producer.logs import BurstLog, trimmed
 from producer.loopwatch import watch_loop
@@ -152,6 +153,15 @@ class Producer:
         )
         self.coordinator.busy = self.click2call.board.busy_on
         self.commands_link.session_hooks.append(self.click2call.session)
+        self.history: HistoryStream | None = None
+        if s.phonet_history_stream:
+            self.history = HistoryStream(
+                s.phonet_history_stream,
+                s.phonet_exchange,
+                s.phonet_history_max_age,
+                s.phonet_history_max_bytes,
+            )
+            self.broker.session_hooks.append(self.history.session)
         self.rest = RestService(
             s, self.publisher, self.metrics.rest, self.api_key, self.set_subscribers
         )
@@ -309,6 +319,7 @@ class Producer:
             amqp_node=self.broker.safe_url if self.broker.connected else "",
             rest=self.rest.status(),
             click2call=self.click2call.status(),
+            history=None if self.history is None else self.history.status(),
             replicas={
                 "replicas_seen": 1
                 + len(self.coordinator.membership.heard_any(asyncio.get_running_loop().time())),

@@ -142,6 +142,16 @@ class Settings(BaseSettings):
     phonet_click2call_dead_letter_exchange: str = Field(
         "", description="exchange for rejected commands (empty: none)"
     )
+    phonet_history_stream: str = Field(
+        "",
+        description="a RabbitMQ stream that keeps every event for replay (empty: none)",
+    )
+    phonet_history_max_age: float = Field(
+        7 * 86400.0, gt=0, description="seconds the history stream keeps events"
+    )
+    phonet_history_max_bytes: int = Field(
+        2 * 1024**3, ge=1024 * 1024, description="bytes the history stream keeps at most"
+    )
     phonet_click2call_allowed_users: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="RabbitMQ users whose commands are dialed (the `user_id` property);"
@@ -359,6 +369,13 @@ class Settings(BaseSettings):
                 where = f" (URL {position} of {len(urls)})" if len(urls) > 1 else ""
                 raise ValueError(f"must be an amqp:// or amqps:// URL with a host{where}")
         return SecretStr(",".join(urls))
+
+    @field_validator("phonet_history_stream")
+    @classmethod
+    def _check_stream(cls, value: str) -> str:
+        if value:
+            return cls._check_name(value)
+        return value
 
     @field_validator("phonet_exchange", "phonet_click2call_queue")
     @classmethod

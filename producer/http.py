@@ -54,6 +54,8 @@ class Health:
     """Discovery and backfill status (see :meth:`producer.rest.service.RestService.status`)."""
     click2call: dict[str, Any] | None = None
     """Whether commands are consumed (see :meth:`producer.click2call.service.Click2Call.status`)."""
+    history: dict[str, Any] | None = None
+    """The history stream, when configured (see :mod:`producer.history`)."""
 
     @property
     def ready(self) -> bool:

@@ -12,14 +12,17 @@ one word with its dots encoded too, so consumers' ``call.*.*`` patterns still me
 they say. AMQP caps a routing key at 255 bytes; :func:`routing_key` returns ``None`` when
 the key would not fit, and the caller treats the frame as invalid.
 
-Pure functions, no I/O. Memory: the subscriber token cache keeps at most 4,096 entries
-(about 200 bytes each), whatever the number of subscribers.
+Pure functions, no I/O. The escape itself is the consumer toolkit's
+(:mod:`phonet_client.keys`), so what consumers bind with is what the producer routes by.
+Memory: the subscriber token cache keeps at most 4,096 entries (about 200 bytes each),
+whatever the number of subscribers.
 """
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
+
+from phonet_client.keys import escape_word
 
 MAX_ROUTING_KEY_BYTES = 255
 """AMQP 0-9-1 ``shortstr`` limit on ``basic.publish`` routing keys."""
@@ -29,23 +32,6 @@ MAX_SUBSCRIBER_TOKEN_BYTES = 200
 
 INVALID_PREFIX = "invalid"
 CLICK2CALL_PREFIX = "click2call"
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_@+\-]")
-
-
-def _percent(match: re.Match[str]) -> str:
-    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
-
-
-def escape_word(word: str) -> str:
-    """Percent-encode every character of ``word`` outside ``[A-Za-z0-9_@+-]``.
-
-    >>> escape_word("ivan.petrov@example.com")
-    'ivan%2Epetrov@example%2Ecom'
-    """
-    if not _UNSAFE.search(word):
-        return word
-    return _UNSAFE.sub(_percent, word)
 
 
 @lru_cache(maxsize=4096)

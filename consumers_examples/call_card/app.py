@@ -4,14 +4,15 @@
     python consumers_examples/call_card/app.py [--subscriber 001] [--port 8080]
     # then open http://127.0.0.1:8080/
 
-It binds its own exclusive queue to ``call.*.*`` on the events exchange (``call.*.<token>``
-with ``--subscriber``), pushes each event to every open page over a WebSocket, and turns the
-page's "call back" clicks into click2call commands through phonet-producer (RPC: a private
-reply queue and a correlation id), sending the PBX's answer back to the page.
+It binds its own exclusive queue to every call event on the events exchange (one
+employee's with ``--subscriber``: the toolkit's ``binding_key``), pushes each event to every
+open page over a WebSocket, and turns the page's "call back" clicks into click2call commands
+through the toolkit's client (``phonet_client.Click2Call``), sending the answer back to the
+page.
 
-One small program on two libraries the producer already uses: aio-pika for RabbitMQ and
-websockets, which also serves the static files. Settings: ``AMQP_URL``,
-``PHONET_EXCHANGE``, ``PHONET_CLICK2CALL_QUEUE`` or the matching options.
+One small program on the toolkit and websockets, which also serves the static files.
+Settings: ``AMQP_URL``, ``PHONET_EXCHANGE``, ``PHONET_CLICK2CALL_QUEUE`` or the matching
+options.
 """
 
 from __future__ import annotations
@@ -19,12 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
-import re
 import signal
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from phonet_client import Click2Call, Click2CallError, binding_key
+
 STATIC = Path(__file__).resolve().parent / "static"
 FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -42,21 +42,6 @@ FILES = {
     "/style.css": ("style.css", "text/css; charset=utf-8"),
     "/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
-
-
-def subscriber_token(subscriber: str) -> str:
-    """A subscriber as one routing word, exactly as phonet-producer writes it: every
-    character outside ``[A-Za-z0-9_@+-]`` as its UTF-8 bytes in ``%XX``."""
-    return re.sub(
-        r"[^A-Za-z0-9_@+\-]",
-        lambda m: "".join(f"%{b:02X}" for b in m.group().encode()),
-        subscriber,
-    )
-
-
-def binding_key(subscriber: str | None) -> str:
-    """``call.*.*`` (every employee) or ``call.*.<token>`` (one)."""
-    return f"call.*.{subscriber_token(subscriber)}" if subscriber else "call.*.*"
 
 
 def to_page(message: AbstractIncomingMessage) -> str:
@@ -89,7 +74,6 @@ class CallCard:
         self.amqp_url, self.exchange, self.commands = amqp_url, exchange, commands
         self.subscriber, self.host, self.port, self.timeout = subscriber, host, port, timeout
         self.pages: set[ServerConnection] = set()
-        self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._server: Server | None = None
         self._tasks: set[asyncio.Future[None]] = set()
 
@@ -100,11 +84,9 @@ class CallCard:
             self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        await queue.bind(events, binding_key(self.subscriber))
+        await queue.bind(events, binding_key("call.*", self.subscriber))
         await queue.consume(self._on_event, no_ack=True)
-        self.rpc = await self.connection.channel()
-        self.replies = await self.rpc.declare_queue("", exclusive=True, auto_delete=True)
-        await self.replies.consume(self._on_reply, no_ack=True)
+        self.client = Click2Call(self.connection, self.commands)
         self._server = await serve(self._page, self.host, self.port, process_request=self._http)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
@@ -159,40 +141,20 @@ class CallCard:
         ref = str(request.get("ref", ""))
         try:
             reply = await self.click2call(str(request["subscriber"]), str(request["to"]))
-        except (KeyError, TimeoutError) as exc:
-            reply = {
-                "event": "error",
-                "message": "no answer" if isinstance(exc, TimeoutError) else "bad request",
-            }
+        except KeyError:
+            reply = {"event": "error", "message": "bad request"}
         with contextlib.suppress(ConnectionClosed):
             await ws.send(json.dumps({"type": "callback-result", "ref": ref, "reply": reply}))
 
     async def click2call(self, subscriber: str, to: str) -> dict[str, Any]:
-        """Send one command through phonet-producer and wait for its reply."""
-        correlation_id = uuid.uuid4().hex
-        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.waiting[correlation_id] = answer
+        """Place one call through phonet-producer: the answer as the page reads it."""
         try:
-            await self.rpc.default_exchange.publish(
-                aio_pika.Message(
-                    json.dumps({"subscriber": subscriber, "to": to, "id": "call-card"}).encode(),
-                    content_type="application/json",
-                    correlation_id=correlation_id,
-                    reply_to=self.replies.name,
-                    timestamp=datetime.datetime.now(datetime.UTC),
-                    expiration=datetime.timedelta(seconds=self.timeout),
-                ),
-                routing_key=self.commands,
+            answer = await self.client.call(
+                subscriber, to, timeout=self.timeout, command_id="call-card"
             )
-            async with asyncio.timeout(self.timeout):
-                return await answer
-        finally:
-            self.waiting.pop(correlation_id, None)
-
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        waiter = self.waiting.get(message.correlation_id or "")
-        if waiter is not None and not waiter.done():
-            waiter.set_result(json.loads(message.body))
+        except Click2CallError as exc:
+            return {"event": "error", "message": str(exc), "result": exc.result}
+        return {"event": "success", "subscriber": answer.subscriber, "to": answer.to}
 
 
 def main(argv: list[str] | None = None) -> int:

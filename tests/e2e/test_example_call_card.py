@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from consumers_examples.call_card.app import CallCard, binding_key, subscriber_token
-from producer import routing
+from consumers_examples.call_card.app import CallCard
 from producer.simulator import PhonetSimulator
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import until
@@ -34,13 +33,6 @@ ARGS = [
 SCREENSHOT = (
     Path(__file__).resolve().parents[2] / "consumers_examples" / "call_card" / "screenshot.png"
 )
-
-
-@pytest.mark.parametrize("subscriber", ["001", "ivan.petrov@example.com", "Олег", "a*b#c"])
-def test_the_app_escapes_subscribers_like_the_producer(subscriber: str) -> None:
-    assert subscriber_token(subscriber) == routing.subscriber_token(subscriber)
-    assert binding_key(subscriber) == f"call.*.{routing.subscriber_token(subscriber)}"
-    assert binding_key(None) == "call.*.*"
 
 
 @pytest.fixture

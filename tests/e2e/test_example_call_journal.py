@@ -4,6 +4,7 @@ end-to-end run: simulated calls → producer → RabbitMQ → journal → SQLite
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import random
 import sys
@@ -12,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from consumers_examples.call_journal import (
-    Event,
     Journal,
     build_record,
     consume,
     event_from_message,
     summary,
 )
+from phonet_client import CallEvent
 from producer.simulator import CallFactory, PhonetSimulator, Quirks
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import until
@@ -37,8 +38,8 @@ def ev(
     bridge: int | None = None,
     parent: str | None = None,
     n: int = 0,
-) -> Event:
-    return Event(
+) -> CallEvent:
+    return CallEvent(
         message_id=f"{uuid}-{subscriber}-{event}-{n}",
         uuid=uuid,
         parent_uuid=parent,
@@ -48,6 +49,7 @@ def ev(
         dial_at_ms=T0,
         bridge_at_ms=bridge,
         server_time_ms=T0 + at,
+        received_at_ms=None,
         body={"event": event, "otherLegs": CLIENT},
     )
 
@@ -99,7 +101,7 @@ def test_answered_call_in_any_order(order: tuple[int, ...]) -> None:
     ],
 )
 def test_call_states(
-    events: list[Event], status: str, rang: float | None, talked: float | None
+    events: list[CallEvent], status: str, rang: float | None, talked: float | None
 ) -> None:
     record = build_record(events)
     assert (record.status, record.rang_s, record.talked_s) == (status, rang, talked)
@@ -151,14 +153,37 @@ def test_messages_the_journal_skips() -> None:
 
 def test_journal_stores_each_event_once(tmp_path: Path) -> None:
     journal = Journal(str(tmp_path / "j.sqlite"))
-    assert [journal.add(e) for e in ANSWERED] == [True, True, True]
-    assert [journal.add(e) for e in ANSWERED] == [False, False, False]
+    assert [journal.add(e) is not None for e in ANSWERED] == [True, True, True]
+    assert [journal.add(e) for e in ANSWERED] == [None, None, None]
     (row,) = journal.calls("2025-11-24")
     assert (row["status"], row["talked_s"]) == ("answered", 60.0)
     text = summary(journal, "2025-11-24")
     assert "1 calls" in text
-    assert "incoming 1 answered, 0 missed" in text
+    assert "incoming 1 (1 answered)" in text
     assert summary(journal, "2025-11-25") == "2025-11-25: no calls"
+
+
+def test_the_summary_breakdown_adds_up_to_the_total(tmp_path: Path) -> None:
+    """Every call counted once, whatever its status (ringing, talking, not answered...):
+    the per-direction counts add up to the total the first line gives."""
+    journal = Journal(str(tmp_path / "j.sqlite"))
+    calls = [
+        [ev("call.dial", "a")],  # ringing
+        [ev("call.dial", "b"), ev("call.bridge", "b", at=1, bridge=T0 + 1)],  # talking
+        [ev("call.dial", "c"), ev("call.hangup", "c", at=5)],  # missed
+        [ev("call.dial", "d", direction="outgoing"), ev("call.hangup", "d", "001", "outgoing")],
+        [ev("call.dial", "e", direction="unknown")],
+        ANSWERED,
+    ]
+    for events in calls:
+        for event in events:
+            journal.add(event)
+    first, parts = summary(journal, "2025-11-24").splitlines()[:2]
+    assert first == "2025-11-24: 6 calls"
+    counts = [int(part.split()[1]) for part in parts.strip().split("; ")]
+    assert sum(counts) == 6, parts
+    assert "incoming 4 (" in parts
+    assert "unknown 1 (1 ringing)" in parts
 
 
 async def test_end_to_end_with_simulated_calls(
@@ -187,8 +212,9 @@ async def test_end_to_end_with_simulated_calls(
 
     journal = Journal(str(tmp_path / "journal.sqlite"))
     stop, ready = asyncio.Event(), asyncio.Event()
+    printed = io.StringIO()
     consumer = asyncio.ensure_future(
-        consume(amqp_url, exchange_name, f"{exchange_name}.journal", journal, stop, ready)
+        consume(amqp_url, exchange_name, None, journal, stop, ready, out=printed)
     )
     await asyncio.wait_for(ready.wait(), 10)
     async with PhonetSimulator(subscribers=SUBSCRIBERS, quirks=Quirks.none()) as busy:
@@ -209,6 +235,9 @@ async def test_end_to_end_with_simulated_calls(
     stored = await consumer
     frames = sum(1 for s in scripts if s.kind != "pause" for _ in s.steps)
     assert stored < frames  # the duplicates were ignored
+    lines = printed.getvalue().splitlines()
+    assert len(lines) == stored  # a line per stored event, as it went
+    assert not any("+380" in text for text in lines)  # numbers masked
     days = {r[0] for r in journal.db.execute("SELECT DISTINCT day FROM calls")}
     assert days == {"2025-11-24"}
 

@@ -95,12 +95,30 @@ async def test_json_output_echoes_the_id(
         amqp_url, command_queue, "--subscriber", "002", "--id", "crm-7", "--json", "+380501112233"
     )
     assert code == 0
-    assert json.loads(out) == {
-        "event": "success",
+    answer = json.loads(out)
+    assert {k: answer[k] for k in ("result", "success", "subscriber", "to", "id")} == {
+        "result": "success",
+        "success": True,
         "subscriber": "002",
         "to": "+380501112233",
         "id": "crm-7",
     }
+
+
+async def test_the_security_advice_followed_it_is_still_dialed_and_a_retry_is_not(
+    sim: PhonetSimulator, start_producer: StartProducer, amqp_url: str, command_queue: str
+) -> None:
+    """With PHONET_CLICK2CALL_ALLOWED_USERS set (the README's advice), the example names
+    its URL's user as user_id and is dialed; run again with the same --message-id (no
+    answer seen, say), it gets the same answer and the PBX is not asked twice."""
+    await start_producer(phonet_click2call_allowed_users="crm, guest")
+    await sim.wait_connected(SUBSCRIBERS)
+    args = ("--subscriber", "001", "--message-id", "crm-retry-1", "380991234567")
+    first = await run(amqp_url, command_queue, *args)
+    second = await run(amqp_url, command_queue, *args)
+    assert first[0] == second[0] == 0, (first, second)
+    assert first[1] == second[1] == "calling 380991234567 from 001\n"
+    assert len(sim.actions) == 1
 
 
 async def test_timeout_when_nobody_answers(
