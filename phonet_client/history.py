@@ -50,6 +50,11 @@ class Replayed:
     message: Message
 
 
+def _aware(moment: datetime.datetime) -> None:
+    if moment.tzinfo is None:
+        raise ValueError("give an aware datetime (e.g. with tzinfo=datetime.UTC)")
+
+
 def _ms(moment: datetime.datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -84,8 +89,7 @@ class History:
     ) -> AsyncIterator[Replayed]:
         """What was received from ``when`` on (filters: one ``subscriber``, one ``event``
         or prefix such as ``call`` or ``history.call``)."""
-        if when.tzinfo is None:
-            raise ValueError("give an aware datetime (e.g. with tzinfo=datetime.UTC)")
+        _aware(when)  # at the call, not at the first iteration
         return self.read(
             when, until=until, subscriber=subscriber, event=event, idle=idle, follow=follow
         )
@@ -103,8 +107,8 @@ class History:
         """From ``start`` (a moment, an offset, ``"first"``, ``"last"`` or ``"next"``).
         Raises ConnectionError when the channel closes mid-read (the replay would be cut
         short)."""
-        if isinstance(start, datetime.datetime) and start.tzinfo is None:
-            raise ValueError("give an aware datetime (e.g. with tzinfo=datetime.UTC)")
+        if isinstance(start, datetime.datetime):
+            _aware(start)
         # Compared in milliseconds, the precision of the producer's received_at_ms.
         end = None if follow else _ms(until or datetime.datetime.now(datetime.UTC))
         after = _ms(start) if isinstance(start, datetime.datetime) else None

@@ -23,7 +23,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractConnection
 
 from producer.logs import safe_error
@@ -75,15 +74,13 @@ class HistoryStream:
 
     async def _declare(self, connection: AbstractConnection) -> None:
         channel = await connection.channel(publisher_confirms=False)
-        exchange = await channel.declare_exchange(
-            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
         queue = await channel.declare_queue(
             self.name,
             durable=True,
             arguments=stream_arguments(self.max_age_s, self.max_bytes),
         )
-        await queue.bind(exchange, "#")
+        # By name: the event link declares the exchange before it starts its hooks.
+        await queue.bind(self.exchange, "#")
         if not self.declared:
             log.info(
                 "call history kept in a stream",

@@ -125,15 +125,7 @@ class Answering:
         """Answer ``pending`` (metrics, audit and outcome event at once; the reply once the
         broker takes it). Returns, once published or given up, the reply's id ("" when
         another replica answered meanwhile)."""
-        message = pending.message
-        parts = answer_parts(
-            pending.fields,
-            outcome,
-            pbx_message,
-            command_queue=self.command_queue,
-            reply_to=message.reply_to,
-            correlation_id=message.answer_to,
-        )
+        parts = self._parts(pending, outcome, pbx_message)
         latency = _now() - pending.started
         self.metrics.click2call_commands.labels(parts.result).inc()
         if parts.result in ("success", "pbx_error"):
@@ -155,15 +147,7 @@ class Answering:
     ) -> str:
         """A retry of a command already dialed: its remembered reply again, no dial.
         Returns the reply's id."""
-        message = pending.message
-        parts = answer_parts(
-            pending.fields,
-            None,
-            None,
-            command_queue=self.command_queue,
-            reply_to=message.reply_to,
-            correlation_id=message.answer_to,
-        )
+        parts = self._parts(pending, None, None)
         parts = AnswerParts(
             remembered.body,
             {**parts.headers, "result": remembered.result},
@@ -173,6 +157,20 @@ class Answering:
         self.metrics.commands.repeated.inc()
         self._audit("click2call repeated %s", pending, parts, _now() - pending.started, None)
         return await self.deliver(pending, parts, remembered, concludes)
+
+    def _parts(
+        self, pending: Pending, outcome: CommandError | None, pbx_message: str | None
+    ) -> AnswerParts:
+        """The answer's body, headers and where it goes, for ``pending``'s message."""
+        message = pending.message
+        return answer_parts(
+            pending.fields,
+            outcome,
+            pbx_message,
+            command_queue=self.command_queue,
+            reply_to=message.reply_to,
+            correlation_id=message.answer_to,
+        )
 
     async def deliver(
         self,

@@ -47,11 +47,7 @@ def topic_match(pattern: str, key: str) -> bool:
 
 def json_types(schema: dict[str, Any], doc: dict[str, Any]) -> set[str]:
     """The JSON types a schema admits (resolving local $ref, anyOf, oneOf, type lists)."""
-    if "$ref" in schema:
-        node: Any = doc
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            node = node[part]
-        return json_types(node, doc)
+    schema = resolve(schema, doc)
     for key in ("anyOf", "oneOf"):
         if key in schema:
             return set().union(*(json_types(s, doc) for s in schema[key]))
