@@ -8,7 +8,7 @@ nothing a frame says can turn into a wildcard or change the number of words. The
 keeps its dots as word separators unless a dot would leave an empty word (``call..dial``):
 then it is one word with its dots encoded too.
 
-The producer routes with these functions (``producer/routing.py`` imports them), so a
+The producer routes with these functions (``producer/core/routing.py`` imports them), so a
 consumer that binds with :func:`binding_key` and reads keys with :func:`parse_routing_key`
 uses the same escape by construction.
 

@@ -1,5 +1,5 @@
 """``python -m producer``: the same as the ``phonet-producer`` command."""
 
-from producer.cli import main
+from producer.cli.main import main
 
 raise SystemExit(main())

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 import aio_pika
 import pytest
 
-from producer.amqp import open_connection
-from producer.config import DEFAULT_AMQP_URL
+from producer.app.settings import DEFAULT_AMQP_URL
+from producer.broker.link import open_connection
 
 log = logging.getLogger("tests")
 

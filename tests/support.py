@@ -14,9 +14,9 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from producer.app import Producer
-from producer.config import Settings, load_settings
-from producer.simulator import PhonetSimulator
+from phonet_simulator import PhonetSimulator
+from producer.app.service import Producer
+from producer.app.settings import Settings, load_settings
 
 
 @dataclass

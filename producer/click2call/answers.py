@@ -33,10 +33,10 @@ from producer.click2call.journal import Journal, Owner, Remembered
 from producer.click2call.journal_link import JournalLink, JournalUnavailable, ReplyTo
 from producer.click2call.message import CommandMessage
 from producer.click2call.policy import mask_number
-from producer.errors import CommandError
-from producer.logs import BurstLog
-from producer.metrics import Metrics
+from producer.core.errors import CommandError
 from producer.publish.publisher import Publisher
+from producer.telemetry.logs import BurstLog
+from producer.telemetry.metrics import Metrics
 
 log = logging.getLogger("producer.click2call")
 audit = logging.getLogger("producer.audit")

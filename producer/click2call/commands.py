@@ -2,7 +2,7 @@
 
 A command is a JSON object ``{"subscriber": "001", "to": "380991234567"}`` with an
 optional ``"id"``. :func:`parse_command` returns a :class:`Command` or raises a
-:class:`~producer.errors.CommandError` whose text is the reply's ``message``; nothing that
+:class:`~producer.core.errors.CommandError` whose text is the reply's ``message``; nothing that
 fails here is ever sent to the PBX. :func:`reply_body` builds the JSON published back
 (``{"event": "success"|"error", ...}``); :func:`is_pbx_reply` tells a PBX answer to an action
 apart from a call event on the same socket.
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from producer.envelope import Envelope, outcome_envelope
-from producer.errors import CommandError, CommandExpired, InvalidCommand, UnknownSubscriber
-from producer.events import CallEvent
+from producer.core.envelope import Envelope, outcome_envelope
+from producer.core.errors import CommandError, CommandExpired, InvalidCommand, UnknownSubscriber
+from producer.core.events import CallEvent
 
 if TYPE_CHECKING:
-    from producer.config import Settings
+    from producer.app.settings import Settings
 
 REPLY_EVENTS = frozenset({"success", "error"})
 MAX_ID_LENGTH = 128

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from producer.click2call.commands import Command
-from producer.errors import CommandError
+from producer.core.errors import CommandError
 
 
 class Settle(Enum):

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Container, Hashable
 from typing import Protocol
 
+from producer.app.settings import Settings
 from producer.click2call.answers import Answering, Pending
 from producer.click2call.commands import command_fields, parse_command
 from producer.click2call.dispatching import Signal, properties
@@ -40,9 +41,8 @@ from producer.click2call.journal import Decision, Dispatch, Journal, Owner, Verd
 from producer.click2call.journal_link import JournalUnavailable
 from producer.click2call.policy import Policy
 from producer.click2call.settling import Settler
-from producer.config import Settings
-from producer.errors import CommandError, InvalidCommand, NotConnected, OutcomeUnknown
-from producer.logs import BurstLog
+from producer.core.errors import CommandError, InvalidCommand, NotConnected, OutcomeUnknown
+from producer.telemetry.logs import BurstLog
 
 log = logging.getLogger("producer.click2call")
 

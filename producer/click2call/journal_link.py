@@ -50,8 +50,8 @@ from producer.click2call.journal_wire import (
     read_entry,
     reply_headers,
 )
-from producer.errors import PhonetProducerError
-from producer.logs import BurstLog
+from producer.core.errors import PhonetProducerError
+from producer.telemetry.logs import BurstLog
 
 log = logging.getLogger("producer.click2call")
 

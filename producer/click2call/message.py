@@ -5,7 +5,7 @@ that nothing a sender puts in a message can make reading it raise (a property of
 wrong type, an ``expiration`` that is not a number, a ``timestamp`` out of range): every
 property is read here defensively, and one that cannot be used counts as absent. What the
 frame decoder could not read at all is named by
-:data:`producer.lenient_frames.UNDECODABLE`; such a command is answered as invalid.
+:data:`producer.broker.lenient_frames.UNDECODABLE`; such a command is answered as invalid.
 
 :func:`identity` is what makes a command the same across redeliveries and a caller's
 retries: its ``message_id``, ``correlation_id`` and body.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from producer.lenient_frames import UNDECODABLE
+from producer.broker.lenient_frames import UNDECODABLE
 
 MAX_TIMESTAMP = 253_402_300_799
 """The end of year 9999: anything later is not a time a sender meant."""

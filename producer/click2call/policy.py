@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from producer.errors import Forbidden, NumberNotAllowed, RateLimited
+from producer.core.errors import Forbidden, NumberNotAllowed, RateLimited
 
 BURST_SECONDS = 10.0
 """The bucket holds this many seconds' worth of commands: a person clicking through a

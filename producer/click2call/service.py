@@ -21,6 +21,7 @@ import aiormq
 from aio_pika.abc import AbstractConnection
 from aiormq.abc import DeliveredMessage
 
+from producer.app.settings import Settings
 from producer.click2call.answers import Answering, Pending
 from producer.click2call.commands import (
     fields_of,
@@ -37,13 +38,12 @@ from producer.click2call.message import CommandMessage, read_message
 from producer.click2call.policy import Policy, RateLimiter, compile_numbers, sender_of
 from producer.click2call.settling import Settler
 from producer.click2call.switchboard import Switchboard
-from producer.config import Settings
-from producer.errors import NotConnected
-from producer.events import CallEvent
-from producer.logs import BurstLog
-from producer.metrics import Metrics
+from producer.core.errors import NotConnected
+from producer.core.events import CallEvent
 from producer.phonet import SocketPool
 from producer.publish.publisher import Publisher
+from producer.telemetry.logs import BurstLog
+from producer.telemetry.metrics import Metrics
 
 log = logging.getLogger("producer.click2call")
 

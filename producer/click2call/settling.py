@@ -23,7 +23,7 @@ from collections.abc import Callable
 from producer.click2call.answers import Answering, Pending
 from producer.click2call.effects import Settle
 from producer.click2call.journal_link import JournalLink, JournalUnavailable
-from producer.logs import safe_error
+from producer.telemetry.logs import safe_error
 
 log = logging.getLogger("producer.click2call")
 

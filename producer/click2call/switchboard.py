@@ -62,7 +62,7 @@ from producer.click2call.effects import (
     Settle,
     SettleMessage,
 )
-from producer.errors import (
+from producer.core.errors import (
     CommandError,
     CommandExpired,
     CommandTimeout,

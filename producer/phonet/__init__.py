@@ -2,7 +2,7 @@
 
 This is the thin I/O adapter. It reads frames and hands each one, with its opcode and
 receive time, to a ``FrameHandler``; parsing and routing happen elsewhere (pure modules).
-Reconnect delays come from :class:`producer.backoff.Backoff`. Its loop follows the shape of
+Reconnect delays come from :class:`producer.core.pacing.Backoff`. Its loop follows the shape of
 ``async for ws in websockets.connect(...)``, but resets the backoff only after a connection
 stayed up ``healthy_after`` seconds, and treats HTTP 401/403 as an authentication failure
 that is retried slowly. A dropped socket reconnects at once; what keeps ten thousand of
@@ -22,8 +22,8 @@ rotation), :mod:`.socket` (one subscriber's loop), :mod:`.pool` (the set of them
 """
 
 from producer.phonet.connection import PhonetConnection
-from producer.phonet.gate import HandshakeGate, SocketOptions
 from producer.phonet.keys import ApiKey
+from producer.phonet.options import HandshakeGate, SocketOptions
 from producer.phonet.pool import SocketPool
 from producer.phonet.socket import (
     FrameHandler,

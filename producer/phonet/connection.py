@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
-from producer.logs import ScrubFilter
+from producer.telemetry.logs import ScrubFilter
 
 log = logging.getLogger("producer.phonet")
 
@@ -61,7 +61,7 @@ class PhonetConnection(ClientConnection):
         break the cycle websockets' protocol object forms with the error that ended its
         frame parser (the error's traceback holds the parser's frame, which holds the
         protocol), so a dead connection is freed at once by reference counting instead of
-        waiting for a full garbage collection (see :mod:`producer.gcpolicy`).
+        waiting for a full garbage collection (see :mod:`producer.app.gcpolicy`).
 
         The parser is closed only after the transport reported the loss: asyncio calls
         ``connection_lost`` a loop iteration after an abort, and websockets then feeds the

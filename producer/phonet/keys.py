@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from producer.config_rules import subscriber_url
-from producer.logs import SCRUBBER, BurstLog
+from producer.core.rules import subscriber_url
+from producer.telemetry.logs import SCRUBBER, BurstLog
 
 log = logging.getLogger("producer.phonet")
 

@@ -15,10 +15,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from producer.exposition import SocketRow, SocketsView
-from producer.metrics import Metrics
 from producer.phonet.keys import ApiKey
 from producer.phonet.socket import StateHandler, SubscriberSocket
+from producer.telemetry.exposition import SocketRow, SocketsView
+from producer.telemetry.metrics import Metrics
 
 log = logging.getLogger("producer.phonet")
 

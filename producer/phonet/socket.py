@@ -14,12 +14,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import CloseCode
 
 from producer import __version__
-from producer.errors import NotConnected
-from producer.logs import BurstLog, safe_error
-from producer.metrics import Metrics
+from producer.core.errors import NotConnected
 from producer.phonet.connection import PhonetConnection, abort_connection
-from producer.phonet.gate import HandshakeGate, SocketOptions
 from producer.phonet.keys import ApiKey
+from producer.phonet.options import HandshakeGate, SocketOptions
+from producer.telemetry.logs import BurstLog, safe_error
+from producer.telemetry.metrics import Metrics
 
 log = logging.getLogger("producer.phonet")
 

@@ -22,7 +22,7 @@ Invariants (``tests/unit/test_pipeline.py`` checks them over random interleaving
   poison message (below), which the others overtake;
 * a confirmation counts only for the session it was sent in: callbacks of a dead channel
   that fire late change nothing;
-* memory is bounded by count *and* bytes (:func:`producer.envelope.footprint`);
+* memory is bounded by count *and* bytes (:func:`producer.core.envelope.footprint`);
 * one pause: a nack that counts leaves sending paused (it starts a pause, or falls in
   one), and while a pause lasts nothing at all is sent (see **Nacks**).
 
@@ -62,7 +62,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from producer.envelope import Envelope, footprint
+from producer.core.envelope import Envelope, footprint
 from producer.publish.returns import FlightsById
 
 NACK_DELAY_MIN = 0.05

@@ -2,12 +2,12 @@
 channel, and turns what the broker says back into pipeline inputs and metrics.
 
 One :class:`Publisher` lives as long as the producer; :meth:`Publisher.run` serves one broker
-session (see :class:`producer.amqp.BrokerLink`):
+session (see :class:`producer.broker.link.BrokerLink`):
 
-* the **pump** takes batches from the pipeline, encodes them (:mod:`producer.publish.wire`;
+* the **pump** takes batches from the pipeline, encodes them (:mod:`producer.broker.wire`;
   an envelope that cannot be encoded is poisoned at once, never sent) and writes them
   through the fast path, or through ``basic_publish`` when aiormq's internals are not as
-  expected (:mod:`producer.publish.fastpath`);
+  expected (:mod:`producer.broker.fastpath`);
 * the **watchdog** tells the pipeline when the broker blocks the connection (a resource
   alarm: confirmations stop, and that is not a dead link) and ends the session when
   publishes wait and no confirmation came for ``publish_timeout`` seconds otherwise.
@@ -39,21 +39,21 @@ from typing import Any
 import aiormq
 from aiormq.abc import DeliveredMessage
 
-from producer.envelope import Envelope, invalid_copy
-from producer.events import InvalidReason
-from producer.logs import BurstLog, safe_error
-from producer.metrics import Metrics
-from producer.publish import wire
-from producer.publish.fastpath import (
+from producer.broker import wire
+from producer.broker.fastpath import (
     Confirmation,
     FastPath,
     FastPathBroken,
     LibraryPath,
     Returned,
 )
+from producer.core.envelope import Envelope, invalid_copy
+from producer.core.events import InvalidReason
 from producer.publish.pipeline import Pipeline
+from producer.telemetry.logs import BurstLog, safe_error
+from producer.telemetry.metrics import Metrics
 
-log = logging.getLogger("producer.amqp")
+log = logging.getLogger("producer.broker.link")
 
 DROP_MESSAGES = {
     "buffer_full": "buffer full (PHONET_BUFFER_SIZE / PHONET_BUFFER_MAX_BYTES): dropping the"

@@ -52,7 +52,7 @@ Guarantees and bounds:
 * on disk at most ``max_bytes``: past it the oldest segment is deleted and its pending
   records are reported to ``on_evict`` (the pipeline drops and counts them, ``spool_full``);
 * one producer per directory: an exclusive ``flock`` on ``lock``; a second one gets a
-  :class:`~producer.errors.SpoolError` at start.
+  :class:`~producer.core.errors.SpoolError` at start.
 """
 
 from __future__ import annotations
@@ -69,8 +69,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from producer.envelope import Envelope
-from producer.logs import BurstLog
+from producer.core.envelope import Envelope
 from producer.publish.spool_disk import Apply, Disk, Job, Syncer
 from producer.publish.spool_format import encode, encode_checkpoint
 from producer.publish.spool_ledger import (
@@ -84,6 +83,7 @@ from producer.publish.spool_ledger import (
     SegmentLedger,
 )
 from producer.publish.spool_recovery import SUFFIX, Recovery, lock_directory, read_segments
+from producer.telemetry.logs import BurstLog
 
 log = logging.getLogger("producer.spool")
 
@@ -117,10 +117,10 @@ class Spool:
         self._lock_fd: int | None = None
         self._checkpoint = 0
         self._written_checkpoint = -1
-        self._trouble = BurstLog(log)
+        self.trouble = BurstLog(log)
         self._syncer: Syncer | None = None
-        self._state = threading.Lock()  # the loop applies results; close() takes over
-        self._closing = False
+        self.state_lock = threading.Lock()  # the loop applies results; close() takes over
+        self.closing = False
 
     @property
     def degraded(self) -> bool:
@@ -148,7 +148,7 @@ class Spool:
         skipped and counted; a torn tail is cut away, damage in the middle of a segment is
         left in place (see the module docstring). Raises SpoolError when a file cannot be
         read (see :func:`~producer.publish.spool_recovery.read_segments`)."""
-        found = read_segments(self.directory, self.disk, received=received, trouble=self._trouble)
+        found = read_segments(self.directory, self.disk, received=received, trouble=self.trouble)
         self._checkpoint = found.checkpoint
         self.ledger.recovered(
             found.owners, next_seq=found.recovery.next_seq, last_name=found.last_name
@@ -209,14 +209,14 @@ class Spool:
             self._syncer.mark(fd, segment)
 
     def _degraded(self, why: str) -> None:
-        self._trouble(
+        self.trouble(
             logging.ERROR,
             "spool %s: degraded, events are held in memory only until the disk takes writes again",
             why,
             extra={"spool_dir": str(self.directory)},
         )
 
-    def _disk_failed(self, exc: OSError) -> None:
+    def disk_failed(self, exc: OSError) -> None:
         """A background fsync failed (loop thread, from the Syncer)."""
         self._run(self.ledger.disk_failed(self._clock()))
         self._degraded(f"fsync failed: {exc.strerror or exc}")
@@ -267,7 +267,7 @@ class Spool:
 
     def _spare_failed(self, exc: OSError) -> None:
         self.ledger.spare_failed(self._clock())
-        self._trouble(logging.ERROR, "spool: cannot create a segment file: %s", exc.strerror)
+        self.trouble(logging.ERROR, "spool: cannot create a segment file: %s", exc.strerror)
 
     def _close_job(self, fd: int, cut: int | None) -> Job:
         def job() -> Apply | None:
@@ -343,7 +343,7 @@ class Spool:
         self._degraded(f"write failed again: {exc.strerror or exc}")
 
     def _failed_to(self, what: str, exc: OSError) -> Apply:
-        return partial(self._trouble, logging.ERROR, "spool: cannot %s: %s", what, exc.strerror)
+        return partial(self.trouble, logging.ERROR, "spool: cannot %s: %s", what, exc.strerror)
 
     def _mark_directory(self) -> None:
         syncer = self._syncer
@@ -353,12 +353,12 @@ class Spool:
     # --- maintenance ------------------------------------------------------------------
     def sync(self) -> None:
         """Write the checkpoint if it moved and fsync per policy, now, on this thread."""
-        self._write_checkpoint()
+        self.write_checkpoint()
         active = self.ledger.active
         if active is not None and self.fsync != "never":
             self.disk.fsync(self._fds[active])
 
-    def _write_checkpoint(self) -> None:
+    def write_checkpoint(self) -> None:
         value = self._checkpoint
         if value != self._written_checkpoint:
             self.disk.write_checkpoint(self.directory, encode_checkpoint(value))
@@ -370,8 +370,8 @@ class Spool:
         checkpoint, fsync per policy, close the files and release the directory lock. Disk
         errors are logged, never raised. Blocks: the producer calls it in a worker thread,
         bounded."""
-        with self._state:  # waits for the loop to finish applying a result, if it is
-            self._closing = True
+        with self.state_lock:  # waits for the loop to finish applying a result, if it is
+            self.closing = True
         syncer, self._syncer = self._syncer, None
         if syncer is not None:
             if syncer.stop(timeout):

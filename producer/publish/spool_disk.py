@@ -17,10 +17,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:
-    from producer.publish.spool import Spool
+from producer.telemetry.logs import BurstLog
 
 CHECKPOINT_INTERVAL = 0.2
 BATCH_FSYNC_INTERVAL = 1.0
@@ -66,6 +65,24 @@ class Disk:
         os.replace(tmp, directory / "checkpoint")
 
 
+class Synced(Protocol):
+    """What the sync thread needs of the spool it serves (the spool implements it); the
+    thread takes ``state_lock`` before touching the spool's state."""
+
+    directory: Path
+    fsync: Literal["never", "batch", "always"]
+    disk: Disk
+    state_lock: threading.Lock
+    closing: bool
+
+    def write_checkpoint(self) -> None: ...
+
+    def disk_failed(self, exc: OSError) -> None: ...
+
+    trouble: BurstLog
+    """Where disk trouble is told (bounded, one line per burst)."""
+
+
 class Syncer(threading.Thread):
     """The spool's background thread: runs the jobs the loop submits (in order), writes the
     checkpoint (at most 5 times a second) and fsyncs per policy.
@@ -78,7 +95,7 @@ class Syncer(threading.Thread):
     :meth:`stop` does.
     """
 
-    def __init__(self, spool: Spool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, spool: Synced, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(name="phonet-spool-sync", daemon=True)
         self.spool = spool
         self.loop = loop
@@ -104,7 +121,7 @@ class Syncer(threading.Thread):
             try:
                 self._dups.append(os.dup(fd))
             except OSError as exc:  # out of descriptors: this round's fsync is skipped
-                self.spool._trouble(logging.ERROR, "spool: cannot fsync: %s", exc.strerror)
+                self.spool.trouble(logging.ERROR, "spool: cannot fsync: %s", exc.strerror)
                 return
             self._marked = key
         if self.spool.fsync == "always":
@@ -139,7 +156,7 @@ class Syncer(threading.Thread):
             stopping = self._stop_requested
             self._run_jobs()
             try:
-                self.spool._write_checkpoint()
+                self.spool.write_checkpoint()
             except Exception as exc:
                 self._report(exc, degrade=False)
             now = time.monotonic()
@@ -168,8 +185,8 @@ class Syncer(threading.Thread):
                     self.loop.call_soon_threadsafe(self._apply_results)
 
     def _apply_results(self) -> None:
-        with self.spool._state:
-            if self.spool._closing:
+        with self.spool.state_lock:
+            if self.spool.closing:
                 return  # close() owns the spool now (in a worker thread)
             for apply in self.take_results():
                 apply()
@@ -202,12 +219,12 @@ class Syncer(threading.Thread):
 
     def _on_loop(self, exc: Exception, degrade: bool) -> None:
         spool = self.spool
-        with spool._state:
-            if spool._closing:
+        with spool.state_lock:
+            if spool.closing:
                 return  # close() owns the files now (in a worker thread)
             reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
             if degrade and isinstance(exc, OSError):
                 # Written data may not be on disk: start a fresh segment.
-                spool._disk_failed(exc)
+                spool.disk_failed(exc)
             else:
-                spool._trouble(logging.ERROR, "spool checkpoint or fsync failed: %s", reason)
+                spool.trouble(logging.ERROR, "spool checkpoint or fsync failed: %s", reason)

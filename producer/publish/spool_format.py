@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from producer.envelope import Envelope
+from producer.core.envelope import Envelope
 
 MAGIC = b"\xa5\x5a"
 _HEAD = struct.Struct(">2sII")  # magic, payload length, crc32

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from producer.metrics import Metrics
 from producer.publish.pipeline import Pipeline
 from producer.publish.publisher import Publisher
 from producer.publish.spool import Spool
+from producer.telemetry.metrics import Metrics
 
 log = logging.getLogger("producer")
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from producer.envelope import Envelope
+from producer.core.envelope import Envelope
 
 RETRY_AFTER = 1.0
 """Seconds a degraded spool waits before it tries the disk again."""

@@ -20,9 +20,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from producer.envelope import Envelope
-from producer.errors import SpoolError
-from producer.logs import BurstLog
+from producer.core.envelope import Envelope
+from producer.core.errors import SpoolError
 from producer.publish.spool_disk import Disk
 from producer.publish.spool_format import (
     FORMAT_VERSION,
@@ -33,6 +32,7 @@ from producer.publish.spool_format import (
     encode_format,
 )
 from producer.publish.spool_ledger import Segment
+from producer.telemetry.logs import BurstLog
 
 log = logging.getLogger("producer.spool")
 

@@ -22,14 +22,14 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from producer.envelope import Envelope
-from producer.logs import BurstLog
+from producer.core.envelope import Envelope
 from producer.replicas.cover import MARGIN_MS, Cover, DownBook, orphaned_by
 from producer.replicas.handover import Handovers
 from producer.replicas.membership import Beat, Heard, Membership, Roles, digest, ranking
-from producer.replicas.metrics import ReplicaMetrics
 from producer.replicas.presence import Presence
 from producer.replicas.standby import StandbyWindow
+from producer.telemetry.logs import BurstLog
+from producer.telemetry.replicas import ReplicaMetrics
 
 log = logging.getLogger("producer.replicas")
 

@@ -19,7 +19,7 @@ because it just took the subscriber over, and the replica that was publishing it
 Copies carry the same ``message_id``: duplicates around the drop, never a loss — as long as
 the standby's socket was up meanwhile (if both were down, the events are gone upstream,
 and the owner's ``gap.*`` message says so). ``since`` of a silent link death already goes
-back a keepalive period (see :mod:`producer.rest.gaps`).
+back a keepalive period (see :mod:`producer.subscribers.gaps`).
 
 Memory: :class:`DownBook` keeps one entry (about 30 bytes) per owned subscriber whose socket
 is down or was just back, and forgets every subscriber this replica no longer owns;

@@ -37,8 +37,8 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from producer.logs import safe_error
 from producer.replicas.membership import Beat, Down
+from producer.telemetry.logs import safe_error
 
 log = logging.getLogger("producer.replicas")
 

@@ -10,13 +10,13 @@ own socket was down for a while, the standby publishes what it received meanwhil
 (:meth:`StandbyWindow.between`).
 
 Bounds: time (``seconds``), count per subscriber (``max_events``) and **bytes over all
-subscribers** (``max_bytes``, the envelopes' :func:`~producer.envelope.footprint`): large
+subscribers** (``max_bytes``, the envelopes' :func:`~producer.core.envelope.footprint`): large
 frames on many standby subscribers cannot take a pod past its memory limit. Past a bound
 the oldest events go first, counted in :attr:`StandbyWindow.dropped` (a takeover right
 then could miss them, so the coordinator logs and exposes it).
 
 Memory: what :attr:`StandbyWindow.bytes` counts (an envelope's footprint, its body plus
-:data:`~producer.envelope.ENVELOPE_OVERHEAD`), plus about 100 bytes per subscriber with
+:data:`~producer.core.envelope.ENVELOPE_OVERHEAD`), plus about 100 bytes per subscriber with
 something held and 64 bytes per entry of the push order. The push order drops envelopes as
 they age out of the window everywhere, and is rebuilt when more than half of it, or a
 quarter of the byte bound, is gone (a takeover, a subscriber no longer held): what it keeps
@@ -29,7 +29,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
-from producer.envelope import Envelope, footprint
+from producer.core.envelope import Envelope, footprint
 
 
 @dataclass

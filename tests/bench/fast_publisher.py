@@ -1,6 +1,6 @@
 """The producer's own publish path without sockets or parsing: envelopes put straight into
 a :class:`~producer.publish.publisher.Publisher` and pumped by a
-:class:`~producer.amqp.BrokerLink`.
+:class:`~producer.broker.link.BrokerLink`.
 It shows what the broker takes from the batch publisher, i.e. the ceiling for the producer.
 
 ``python -m tests.bench.fast_publisher AMQP_URL EXCHANGE COUNT SUBSCRIBERS`` prints
@@ -13,12 +13,12 @@ import asyncio
 import sys
 import time
 
-from producer.amqp import BrokerLink
-from producer.envelope import event_envelope
-from producer.events import parse_frame
-from producer.metrics import Metrics
+from producer.broker.link import BrokerLink
+from producer.core.envelope import event_envelope
+from producer.core.events import parse_frame
 from producer.publish.pipeline import Pipeline
 from producer.publish.publisher import Publisher
+from producer.telemetry.metrics import Metrics
 from tests.bench.simproc import frame
 
 

@@ -31,14 +31,14 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+from producer.app.settings import DEFAULT_AMQP_URL
 from producer.click2call.policy import RateLimiter
-from producer.config import DEFAULT_AMQP_URL
-from producer.envelope import event_envelope, footprint
-from producer.events import parse_frame
+from producer.core.envelope import event_envelope, footprint
+from producer.core.events import parse_frame
 from producer.replicas.cover import DownBook
 from producer.replicas.standby import StandbyWindow
-from producer.rest.gaps import BackfillPlan, GapBook
-from producer.rest.seen import PER_SUBSCRIBER
+from producer.subscribers.gaps import BackfillPlan, GapBook
+from producer.subscribers.seen import PER_SUBSCRIBER
 from tests.bench.run import (
     EXCHANGE,
     ProducerProc,

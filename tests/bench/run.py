@@ -29,7 +29,7 @@ import aio_pika
 import orjson
 
 from producer import __version__
-from producer.config import DEFAULT_AMQP_URL
+from producer.app.settings import DEFAULT_AMQP_URL
 from tests.support import http_get, metric_value
 
 HERE = Path(__file__).resolve().parent
@@ -805,7 +805,7 @@ def render(reports: dict[str, Report], amqp_url: str, quick: bool) -> str:
             "- *raw limit*: the same bodies published by aio-pika from one process,"
             " confirms on, 1,000 in flight (the baseline the issue defines).",
             "- *batch publisher alone*: the producer's own publish path"
-            " (`producer/publish/wire.py` batches) fed from memory, no sockets, no parsing:"
+            " (`producer/broker/wire.py` batches) fed from memory, no sockets, no parsing:"
             " what the broker takes, i.e. the producer's real ceiling.",
             "- *naive bridge*: one socket per subscriber, one awaited confirmed"
             " publish per frame (`tests/bench/naive_bridge.py`).",

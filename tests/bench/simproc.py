@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from producer.simulator import VENDOR_SAMPLE, PhonetSimulator
+from phonet_simulator import VENDOR_SAMPLE, PhonetSimulator
 
 TEMPLATE = {k: v for k, v in VENDOR_SAMPLE.items() if k != "uuid"}
 

@@ -18,10 +18,10 @@ import time
 
 import orjson
 
-from producer.envelope import event_envelope
-from producer.events import parse_frame
+from phonet_simulator import VENDOR_SAMPLE
+from producer.core.envelope import event_envelope
+from producer.core.events import parse_frame
 from producer.publish.spool_format import encode
-from producer.simulator import VENDOR_SAMPLE
 
 FRAME = orjson.dumps(VENDOR_SAMPLE)
 

@@ -16,9 +16,9 @@ import promql_parser
 import pytest
 import yaml
 
-from producer.config import Settings
-from producer.exposition import SocketRow, SocketsView, exposition
-from producer.metrics import Metrics
+from producer.app.settings import Settings
+from producer.telemetry.exposition import SocketRow, SocketsView, exposition
+from producer.telemetry.metrics import Metrics
 from tests.chart.rendering import (
     API_KEY,
     CHART,

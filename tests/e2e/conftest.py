@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 import pytest
 from aio_pika.abc import AbstractConnection
 
-from producer.app import Producer
-from producer.simulator import PhonetSimulator, Quirks
+from phonet_simulator import PhonetSimulator, Quirks
+from producer.app.service import Producer
 from tests.conftest import Janitor, broker_name
 from tests.proxy import TcpProxy
 from tests.support import Collector, RpcClient, Service, producer_settings, until

@@ -24,11 +24,11 @@ import pytest
 from aio_pika.abc import AbstractConnection
 from pamqp import commands as spec
 
-from producer.metrics import Metrics
-from producer.publish.fastpath import FastPath, Returned
+from phonet_simulator import PhonetSimulator
+from producer.broker.fastpath import FastPath, Returned
 from producer.publish.pipeline import Pipeline
 from producer.publish.publisher import Publisher
-from producer.simulator import PhonetSimulator
+from producer.telemetry.metrics import Metrics
 from tests.conftest import Janitor, broker_name
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import Collector, until

@@ -10,8 +10,8 @@ import time
 import orjson
 import pytest
 
+from phonet_simulator import PhonetSimulator
 from producer import __version__
-from producer.simulator import PhonetSimulator
 from tests.conftest import Janitor, broker_name
 from tests.e2e.conftest import SUBSCRIBERS
 from tests.support import (

@@ -12,7 +12,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractConnection
 
-from producer.simulator import PhonetSimulator, Reply
+from phonet_simulator import PhonetSimulator, Reply
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import Collector, RpcClient, http_get, metric_value, until
 

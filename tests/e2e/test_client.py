@@ -22,7 +22,7 @@ from phonet_client import (
     binding_key,
     parse,
 )
-from producer.simulator import PhonetSimulator, Reply
+from phonet_simulator import PhonetSimulator, Reply
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import until
 from tests.unit.test_events import SAMPLE

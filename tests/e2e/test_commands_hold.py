@@ -20,8 +20,8 @@ from typing import Any
 
 from aio_pika.abc import AbstractConnection
 
-from producer.app import Producer
-from producer.simulator import PhonetSimulator
+from phonet_simulator import PhonetSimulator
+from producer.app.service import Producer
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.e2e.test_pipeline import call
 from tests.hostile import publish_raw, timestamp_2_63

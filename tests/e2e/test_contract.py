@@ -21,9 +21,9 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from phonet_simulator import CallFactory, PhonetSimulator, Quirks
 from producer.click2call.commands import parse_command
-from producer.errors import InvalidCommand
-from producer.simulator import CallFactory, PhonetSimulator, Quirks
+from producer.core.errors import InvalidCommand
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import Collector, Received, RpcClient
 
@@ -133,7 +133,7 @@ def test_the_parser_catches_mistakes(asyncapi_parser: Path, tmp_path: Path) -> N
 
 
 def test_documented_names_match_the_code() -> None:
-    from producer.config import Settings
+    from producer.app.settings import Settings
 
     doc = document()
     queue = doc["channels"]["click2callCommands"]["bindings"]["amqp"]["queue"]["name"]

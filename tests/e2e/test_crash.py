@@ -7,9 +7,9 @@ import asyncio
 import signal
 from pathlib import Path
 
-from producer.envelope import Envelope
+from phonet_simulator import PhonetSimulator
+from producer.core.envelope import Envelope
 from producer.publish.spool import Spool
-from producer.simulator import PhonetSimulator
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.proxy import TcpProxy
 from tests.support import Collector, Service, http_get, metric_value, service_env, until

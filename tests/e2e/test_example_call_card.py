@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from consumers_examples.call_card.app import CallCard
-from producer.simulator import PhonetSimulator
+from phonet_simulator import PhonetSimulator
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import until
 

@@ -20,7 +20,7 @@ from consumers_examples.call_journal import (
     summary,
 )
 from phonet_client import CallEvent
-from producer.simulator import CallFactory, PhonetSimulator, Quirks
+from phonet_simulator import CallFactory, PhonetSimulator, Quirks
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import until
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aio_pika.abc import AbstractConnection
 
-from producer.simulator import PhonetSimulator
+from phonet_simulator import PhonetSimulator
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "consumers_examples" / "click2call.py"

@@ -17,7 +17,7 @@ import yaml
 from aio_pika.abc import AbstractConnection
 
 from phonet_client import routing_key
-from producer.simulator import PhonetSimulator
+from phonet_simulator import PhonetSimulator
 from tests.conftest import Janitor, broker_name
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import until

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
-from producer.simulator import PhonetSimulator, Reply
+from phonet_simulator import PhonetSimulator, Reply
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.proxy import TcpProxy
 from tests.support import Collector, RpcClient, http_get, until
@@ -332,7 +332,7 @@ async def test_a_fast_path_failure_mid_session_falls_back_and_loses_nothing(
     rolled back (delivery tags reused), the session goes on with ``basic_publish``."""
     from aiormq.abc import ChannelFrame
 
-    from producer.publish import fastpath
+    from producer.broker import fastpath
 
     batches = 0
 

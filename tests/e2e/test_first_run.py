@@ -11,9 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import pytest
 
+from phonet_simulator import PhonetSimulator
 from producer import __version__
-from producer.amqp import SLOW_RETRY, connect_problem
-from producer.simulator import PhonetSimulator
+from producer.broker.link import SLOW_RETRY, connect_problem
 from tests.e2e.conftest import StartProducer
 from tests.support import BASE_ENV, http_get, until
 
@@ -144,7 +144,7 @@ async def test_simulator_logs_are_plain_lines() -> None:
 
 
 def test_log_extras_skip_objects_and_the_formatters_own_fields() -> None:
-    from producer.logs import TextFormatter
+    from producer.telemetry.logs import TextFormatter
 
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
     record.websocket = object()

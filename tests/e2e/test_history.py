@@ -12,7 +12,7 @@ from aio_pika.abc import AbstractConnection
 
 from phonet_client import CallEvent
 from phonet_client.history import History
-from producer.simulator import PhonetSimulator
+from phonet_simulator import PhonetSimulator
 from tests.conftest import Janitor, broker_name
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import http_get, until

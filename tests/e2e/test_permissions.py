@@ -16,8 +16,8 @@ import aio_pika
 import aiormq
 import pytest
 
-from producer.amqp import open_connection
-from producer.simulator import PhonetSimulator
+from phonet_simulator import PhonetSimulator
+from producer.broker.link import open_connection
 from tests.conftest import PREFIX
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.e2e.test_pipeline import call

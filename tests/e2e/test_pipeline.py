@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractConnection
 
-from producer.simulator import PhonetSimulator, Quirks
+from phonet_simulator import PhonetSimulator, Quirks
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import Collector, http_get, metric_value, until
 from tests.unit.test_events import SAMPLE
@@ -196,7 +196,7 @@ async def test_generated_traffic_arrives_completely(
     amqp_url: str, amqp: AbstractConnection, exchange_name: str
 ) -> None:
     """Realistic calls with every quirk at high speed: every delivered frame is published."""
-    from producer.app import Producer
+    from producer.app.service import Producer
     from tests.support import producer_settings
 
     collector = await Collector(amqp, exchange_name).start()
@@ -217,7 +217,7 @@ async def test_generated_traffic_arrives_completely(
         sent = list(busy.sent)
         await collector.wait_count(len(sent), timeout=20)
     assert len(sent) > 300
-    from producer.routing import subscriber_token
+    from producer.core.routing import subscriber_token
 
     want = sorted((f"{subscriber_token(s)}", d.encode()) for s, d in sent if isinstance(d, str))
     got = sorted((m.routing_key.rsplit(".", 1)[1], m.body) for m in collector.messages)
@@ -357,7 +357,7 @@ async def test_unroutable_events_are_counted_not_retried(
 ) -> None:
     """No queue bound to the exchange: the broker returns the message; we count it, and say
     once, at INFO (normal at a first start), how to bind."""
-    caplog.set_level(logging.INFO, logger="producer.amqp")
+    caplog.set_level(logging.INFO, logger="producer.broker.link")
     producer = await start_producer(subscribers="001")
     await sim.wait_connected(["001"])
     await sim.send("001", call())
@@ -399,7 +399,7 @@ async def test_library_publish_path_is_a_working_fallback(
 ) -> None:
     """If aiormq's internals ever change, publishing falls back to basic_publish per message
     and still delivers everything with the same contract."""
-    from producer.publish.fastpath import FastPath
+    from producer.broker.fastpath import FastPath
 
     monkeypatch.setattr(FastPath, "attach", classmethod(lambda _cls, _channel, _on: None))
     await start_producer()

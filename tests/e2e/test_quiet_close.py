@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from websockets.client import ClientProtocol
 
-from producer.app import Producer
+from phonet_simulator import PhonetSimulator
+from producer.app.service import Producer
 from producer.phonet.connection import PhonetConnection
-from producer.simulator import PhonetSimulator
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.support import until
 

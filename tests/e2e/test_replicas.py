@@ -14,8 +14,8 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractConnection
 
-from producer.app import Producer
-from producer.simulator import PhonetSimulator
+from phonet_simulator import PhonetSimulator
+from producer.app.service import Producer
 from tests.e2e.conftest import StartProducer
 from tests.e2e.test_pipeline import call
 from tests.proxy import TcpProxy

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from producer.app import Producer
-from producer.simulator import PhonetSimulator
+from phonet_simulator import PhonetSimulator
+from producer.app.service import Producer
 from tests.e2e.conftest import StartProducer
 from tests.e2e.test_contract import MESSAGE_OF, address_pattern, channel_of, check
 from tests.e2e.test_pipeline import call
@@ -313,11 +313,11 @@ async def test_a_bug_in_a_backfill_round_is_counted_and_the_loop_goes_on(
         return await real_get(endpoint, path, query)
 
     client.get = get_with_a_bug  # type: ignore[method-assign]
-    with caplog.at_level(logging.ERROR, logger="producer.rest"):
+    with caplog.at_level(logging.ERROR, logger="producer.subscribers"):
         await miss_calls(sim, ["missed-0"])
         await collector.wait_for(lambda ms: "missed-0" in history_of(ms), timeout=10)
     assert bugs == ["active"]  # the round's first read: calls in progress
-    (error,) = [r for r in caplog.records if r.name == "producer.rest" and r.levelno >= 40]
+    (error,) = [r for r in caplog.records if r.name == "producer.subscribers" and r.levelno >= 40]
     assert error.getMessage().startswith("REST backfill loop failed (RuntimeError at ")
     assert "380991234567" not in error.getMessage()
     assert await metric(producer, "phonet_rest_loop_failures_total", {"loop": "backfill"}) == 1

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from producer.app import Producer
-from producer.cli import fd_limit_problem
+from phonet_simulator import PhonetSimulator, Quirks
+from producer.app.service import Producer
+from producer.cli.main import fd_limit_problem
 from producer.phonet import SubscriberSocket
-from producer.simulator import PhonetSimulator, Quirks
 from tests.support import Collector, http_get, metric_value, producer_settings, until
 
 

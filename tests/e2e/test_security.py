@@ -19,7 +19,7 @@ import aiormq
 import pytest
 from aio_pika.abc import AbstractConnection
 
-from producer.simulator import PhonetSimulator
+from phonet_simulator import PhonetSimulator
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
 from tests.e2e.test_pipeline import call
 from tests.proxy import TcpProxy

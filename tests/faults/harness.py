@@ -38,7 +38,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aiormq.abc import DeliveredMessage
 
-from producer.simulator import PhonetSimulator, Quirks
+from phonet_simulator import PhonetSimulator, Quirks
 from tests.faults.checker import Answer, Delivered, Report, Sent, Tapped, check
 from tests.faults.cluster import Node, RabbitCluster
 from tests.proxy import TcpProxy

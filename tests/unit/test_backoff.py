@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.backoff import Backoff, TokenBucket
+from producer.core.pacing import Backoff, TokenBucket
 
 
 def policy(**kw: float) -> Backoff:
@@ -96,8 +96,8 @@ def test_ten_thousand_handshakes_at_two_hundred_a_second_take_under_a_minute() -
 
 # --- the garbage collector policy ----------------------------------------------------
 
-from producer.gcpolicy import GcAction, GcPolicy  # noqa: E402
-from producer.loopwatch import apply, rss_bytes  # noqa: E402
+from producer.app.gcpolicy import GcAction, GcPolicy  # noqa: E402
+from producer.app.loopwatch import apply, rss_bytes  # noqa: E402
 
 
 def run_policy(policy: GcPolicy, script: list[tuple[float, str]]) -> list[tuple[float, str]]:

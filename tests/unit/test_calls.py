@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from producer.events import CallEvent, parse_frame
-from producer.simulator.calls import CallFactory, Quirks, click2call_reply
+from phonet_simulator.calls import CallFactory, Quirks, click2call_reply
+from producer.core.events import CallEvent, parse_frame
 
 SUBS = ["001", "002", "003", "ivan.petrov@example.com"]
 NOW = 1_760_000_000_000

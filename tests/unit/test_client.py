@@ -25,9 +25,9 @@ from phonet_client import (
     parse_routing_key,
 )
 from phonet_client import keys as client_keys
-from producer import routing
-from producer.envelope import event_envelope, invalid_envelope
-from producer.events import InvalidReason, parse_frame
+from producer.core import routing
+from producer.core.envelope import event_envelope, invalid_envelope
+from producer.core.events import InvalidReason, parse_frame
 from tests.unit.test_events import SAMPLE
 
 

@@ -20,7 +20,7 @@ from producer.click2call.commands import (
     reply_body,
     result_of,
 )
-from producer.errors import (
+from producer.core.errors import (
     CommandError,
     CommandExpired,
     CommandTimeout,
@@ -29,7 +29,7 @@ from producer.errors import (
     PbxRefused,
     UnknownSubscriber,
 )
-from producer.events import CallEvent, parse_frame
+from producer.core.events import CallEvent, parse_frame
 
 CONFIGURED = {"001", "ivan.petrov@example.com"}
 

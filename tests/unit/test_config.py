@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from producer.config import Settings, load_settings
-from producer.config_rules import mask_url, parse_subscribers_text, subscriber_url
-from producer.errors import ConfigError
+from producer.app.settings import Settings, load_settings
+from producer.core.errors import ConfigError
+from producer.core.rules import mask_url, parse_subscribers_text, subscriber_url
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {

@@ -225,7 +225,7 @@ async def test_a_subscriber_removed_while_down_leaves_the_heartbeat() -> None:
     from prometheus_client import CollectorRegistry
 
     from producer.replicas.coordinator import Coordinator
-    from producer.replicas.metrics import ReplicaMetrics
+    from producer.telemetry.replicas import ReplicaMetrics
 
     async def hold(_order: list[str]) -> None:
         return None

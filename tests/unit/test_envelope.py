@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from producer.envelope import APP_ID, event_envelope
-from producer.events import parse_frame
+from producer.core.envelope import APP_ID, event_envelope
+from producer.core.events import parse_frame
 from tests.unit.test_events import SAMPLE, frame
 
 
@@ -93,7 +93,7 @@ def test_the_footprint_covers_what_an_envelope_really_holds() -> None:
     import gc
     import tracemalloc
 
-    from producer.envelope import footprint
+    from producer.core.envelope import footprint
 
     frames = [orjson.dumps({**SAMPLE, "uuid": f"{n:08x}-1453990999.41"}) for n in range(1000)]
     gc.collect()

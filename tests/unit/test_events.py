@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer.events import (
+from phonet_simulator.calls import VENDOR_SAMPLE
+from producer.core.events import (
     CallEvent,
     Direction,
     InvalidFrame,
@@ -18,7 +19,6 @@ from producer.events import (
     parse_frame,
     to_millis,
 )
-from producer.simulator.calls import VENDOR_SAMPLE
 
 SAMPLE = VENDOR_SAMPLE
 

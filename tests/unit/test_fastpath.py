@@ -13,7 +13,7 @@ from aiormq.abc import ChannelFrame, DeliveredMessage
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 
-from producer.publish.fastpath import FastPath, WithholdBodies, take_returns
+from producer.broker.fastpath import FastPath, WithholdBodies, take_returns
 
 BODY = b'{"uuid":"1","otherLegs":[{"num":"+380567777777","name":"\xd0\xa2"}]}'
 

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
 
-from producer.http import Exposition, Health, encode, parse_head, respond
+from producer.web.server import Exposition, Health, encode, parse_head, respond
 
 UP = Health(amqp_connected=True, sockets_up=1, sockets_total=2, shutting_down=False)
 

@@ -1,4 +1,4 @@
-"""The seam over pamqp's header decoding (:mod:`producer.lenient_frames`) and the command
+"""The seam over pamqp's header decoding (:mod:`producer.broker.lenient_frames`) and the command
 reader behind it (:mod:`producer.click2call.message`): table tests of headers pamqp cannot
 decode, the wrapper installed and uninstalled, and its fallback when pamqp changed."""
 
@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 from pamqp import commands, exceptions, frame, header
 
-from producer import lenient_frames
+from producer.broker import lenient_frames
+from producer.broker.lenient_frames import UNDECODABLE, lenient_header
 from producer.click2call.message import identity, read_message
-from producer.lenient_frames import UNDECODABLE, lenient_header
 
 STAMP = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 

@@ -8,7 +8,7 @@ import logging
 import orjson
 import pytest
 
-from producer.logs import BurstLog, JsonFormatter, Scrubber, TextFormatter, trimmed
+from producer.telemetry.logs import BurstLog, JsonFormatter, Scrubber, TextFormatter, trimmed
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_scrubber(text: str, clean: str) -> None:
 
 
 def test_formatters_scrub_and_carry_extras() -> None:
-    from producer.logs import SCRUBBER
+    from producer.telemetry.logs import SCRUBBER
 
     SCRUBBER.add("TOPSECRETVALUE")
     record = logging.LogRecord("x", logging.INFO, "f", 1, "url %s", ("wss://h/?apiKey=k1",), None)

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from producer.exposition import SocketRow, SocketsView, exposition
-from producer.metrics import Metrics
+from producer.telemetry.exposition import SocketRow, SocketsView, exposition
+from producer.telemetry.metrics import Metrics
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

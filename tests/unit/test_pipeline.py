@@ -19,7 +19,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from producer.envelope import Envelope, footprint
+from producer.core.envelope import Envelope, footprint
 from producer.publish.pipeline import NACK_DELAY_MAX, NACK_DELAY_MIN, Pipeline
 from producer.publish.returns import FlightsById
 

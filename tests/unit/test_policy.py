@@ -14,7 +14,7 @@ from producer.click2call.policy import (
     mask_number,
     sender_of,
 )
-from producer.errors import Forbidden, InvalidCommand, NumberNotAllowed, RateLimited
+from producer.core.errors import Forbidden, InvalidCommand, NumberNotAllowed, RateLimited
 
 UKRAINE = re.compile(r"\+?380\d{9}")
 

@@ -12,7 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from producer.envelope import Envelope, footprint
+from producer.core.envelope import Envelope, footprint
 from producer.replicas.membership import PROTOCOL, Beat, Heard, Membership, Role, ranking
 from producer.replicas.standby import StandbyWindow
 

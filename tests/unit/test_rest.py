@@ -10,8 +10,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from producer.rest.gaps import RETRY_AFTER, BackfillPlan, Gap, GapBook, missed
-from producer.rest.records import BadAnswer, Directory, call_records, calls_of, employees
+from producer.subscribers.gaps import RETRY_AFTER, BackfillPlan, Gap, GapBook, missed
+from producer.subscribers.records import BadAnswer, Directory, call_records, calls_of, employees
 
 USERS = [
     {"id": 1, "displayName": "Іван", "ext": "001", "email": "ivan@example.com"},

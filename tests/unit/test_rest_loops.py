@@ -11,9 +11,9 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from producer.backoff import Backoff
-from producer.rest.metrics import LOOPS, RestMetrics
-from producer.rest.supervise import RETRY_MAX, RETRY_MIN, retry_backoff, supervised, where
+from producer.core.pacing import Backoff
+from producer.subscribers.supervise import RETRY_MAX, RETRY_MIN, retry_backoff, supervised, where
+from producer.telemetry.subscribers import LOOPS, RestMetrics
 
 SECRET = "380991234567"  # call data a bug's message may carry: never logged
 
@@ -64,7 +64,7 @@ async def test_a_failing_round_is_logged_counted_and_the_loop_goes_on(
 ) -> None:
     failures = counter()
     rounds = Rounds(failing={2, 3, 5}, stop_after=7)
-    with caplog.at_level(logging.DEBUG, logger="producer.rest"):
+    with caplog.at_level(logging.DEBUG, logger="producer.subscribers"):
         task = await run_until_finished(rounds, failures)
     assert rounds.done == [1, 2, 3, 4, 5, 6, 7]  # every round after a failure still ran
     assert count(failures) == 3

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer.rest.gaps import BackfillPlan, Gap, GapBook, missed
-from producer.rest.records import call_records, calls_of
+from producer.subscribers.gaps import BackfillPlan, Gap, GapBook, missed
+from producer.subscribers.records import call_records, calls_of
 
 T = 1_700_000_000_000
 HUGE = "0" * 1_000_000

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer import routing
+from producer.core import routing
 
 SAFE_WORD = re.compile(r"(?:[A-Za-z0-9_@+\-]|%[0-9A-F]{2})+")
 

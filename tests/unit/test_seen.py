@@ -1,4 +1,4 @@
-"""The calls seen to end (producer/rest/seen.py): kept by socket up-time and count, compact,
+"""The calls seen to end (producer/subscribers/seen.py): kept by socket up-time and count, compact,
 and given back when a subscriber stops calling."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer.rest.gaps import GapBook
-from producer.rest.seen import SWEEP_EVERY_MS, SeenEnds
+from producer.subscribers.gaps import GapBook
+from producer.subscribers.seen import SWEEP_EVERY_MS, SeenEnds
 
 HOLD = 10_000
 

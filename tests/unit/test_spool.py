@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from producer.envelope import Envelope
-from producer.errors import SpoolError
+from producer.core.envelope import Envelope
+from producer.core.errors import SpoolError
 from producer.publish.pipeline import Pipeline
 from producer.publish.spool import Spool
 from producer.publish.spool_disk import Disk
@@ -336,9 +336,9 @@ async def test_a_reply_an_earlier_version_left_in_the_spool_is_dropped_at_start(
     spool they left may hold some. Replies now go over the command connection (with their
     journal copy): one read back is dropped and counted, and leaves the spool; the
     events beside it are published as usual."""
-    from producer.metrics import Metrics
     from producer.publish.publisher import Publisher
     from producer.publish.spool_keeper import SpoolKeeper
+    from producer.telemetry.metrics import Metrics
 
     earlier = opened(tmp_path)
     earlier.recover()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from producer.envelope import Envelope
+from producer.core.envelope import Envelope
 from producer.publish import spool_format
 from producer.publish.spool_format import (
     HEAD_SIZE,

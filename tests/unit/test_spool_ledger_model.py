@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from producer.envelope import Envelope
+from producer.core.envelope import Envelope
 from producer.publish.spool_ledger import (
     Close,
     Delete,

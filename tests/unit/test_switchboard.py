@@ -26,7 +26,7 @@ from producer.click2call.effects import (
 )
 from producer.click2call.journal import Decision, Journal, Remembered, Verdict
 from producer.click2call.switchboard import LOST_BEFORE_ANSWER, Switchboard
-from producer.errors import CommandError, InvalidCommand, UnknownSubscriber
+from producer.core.errors import CommandError, InvalidCommand, UnknownSubscriber
 
 TIMEOUT, GRACE, CONNECT_WAIT = 10.0, 10.0, 3.0
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from pamqp import body as pbody
 from pamqp import commands, header
 
-from producer.envelope import Envelope
-from producer.publish import wire
+from producer.broker import wire
+from producer.core.envelope import Envelope
 
 
 def env(**kw: object) -> Envelope:

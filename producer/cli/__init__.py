@@ -1,0 +1,1 @@
+"""The command line: ``phonet-producer`` (the service), ``demo`` and ``simulator``."""

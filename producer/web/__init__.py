@@ -1,0 +1,1 @@
+"""The HTTP adapter: ``/metrics``, ``/healthz`` and ``/readyz`` on one small server."""
