@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -30,7 +31,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from producer.core.events import to_millis
+
+def to_millis(value: object) -> int | None:
+    """A timestamp of a frame this simulator sent, in milliseconds: the vendor's sample
+    sends seconds (below 10^12) or milliseconds, as a number or a string of digits. Written
+    here, not taken from the producer, so that a mistake in the producer's reading is not
+    mirrored by the fake it is tested against."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return None
+    return round(value * 1000 if value < 10**12 else value)
+
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024

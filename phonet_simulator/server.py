@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,11 +34,24 @@ from websockets.http11 import Request, Response
 
 from phonet_simulator.calls import CallFactory, Frame, Quirks, Script, click2call_reply
 from phonet_simulator.rest import CallLog, RestServer, staff_of
-from producer.telemetry.logs import ScrubFilter
 
 log = logging.getLogger("phonet_simulator")
 _ws_log = logging.getLogger("phonet_simulator.ws")
-_ws_log.addFilter(ScrubFilter())
+
+
+class _HideKeys(logging.Filter):
+    """websockets logs request URLs at DEBUG: the API key rides in the query."""
+
+    _KEY = re.compile(r"(?i)(apikey=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "apikey=" in message.lower():
+            record.msg, record.args = self._KEY.sub(r"\1***", message), None
+        return True
+
+
+_ws_log.addFilter(_HideKeys())
 
 PATH = "/live/connector/v3/easy"
 

@@ -180,12 +180,10 @@ def producer_settings(
         "metrics_port": 0,
         "phonet_reconnect_min_delay": 0.05,
         "phonet_reconnect_max_delay": 0.5,
-        "phonet_healthy_after": 0.5,
         "amqp_reconnect_min_delay": 0.1,
         "amqp_reconnect_max_delay": 0.5,
         "phonet_shutdown_timeout": 5.0,
-        "phonet_presence_interval": 0.1,  # replicas: heard within 0.3 s, not 2 s
-        "phonet_presence_timeout": 0.3,
+        "phonet_presence_interval": 0.075,  # replicas: gone after 0.3 s, not 2 s
     }
     values.update(overrides)
     return load_settings(**values)
@@ -253,8 +251,7 @@ def service_env(sim: PhonetSimulator, amqp_url: str, exchange: str, **extra: str
         "PHONET_CLICK2CALL_QUEUE": f"{exchange}.click2call",  # the janitor deletes it
         "METRICS_HOST": "127.0.0.1",
         "METRICS_PORT": "0",
-        "PHONET_PRESENCE_INTERVAL": "0.1",
-        "PHONET_PRESENCE_TIMEOUT": "0.3",
+        "PHONET_PRESENCE_INTERVAL": "0.075",
         **extra,
     }
 

@@ -1,15 +1,12 @@
-"""RabbitMQ adapter: one connection, kept open with backoff, that publishes the pipeline.
+"""RabbitMQ adapter: one connection, kept open with backoff, that runs its session hooks.
 
-:class:`BrokerLink` connects (``aio_pika.connect``), opens a publisher-confirm channel,
-declares the events exchange, then runs, until the connection or a channel dies:
-
-* the :class:`~producer.publish.publisher.Publisher` pump and watchdog;
-* every **session hook** (the click2call consumer), each given the live connection.
-
-When a session ends, everything unconfirmed is rewound and sent again on the next
-connection (duplicates possible, same ``message_id``; losses not). A session the broker
-ended with an error reply (access refused, not found, a frame error) is reported as
-*refused*, so the pipeline can find a poison message among those in flight. We manage
+:class:`BrokerLink` connects (``aio_pika.connect``), opens every
+:class:`~producer.broker.session.SessionHook` in order (the event publisher first: it
+opens its confirm channel and declares the events exchange), counts itself up, then runs
+the hooks' work until the connection or a channel dies, and tells each hook the session
+ended and whether the broker *refused* something sent (so the pipeline can find a poison
+message among those in flight: it rewinds everything unconfirmed and sends it again on the
+next connection — duplicates possible, same ``message_id``; losses not). We manage
 reconnection ourselves rather than using ``connect_robust`` so that what happens to
 in-flight publishes across a reconnect is explicit and tested.
 """
@@ -22,7 +19,7 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -32,18 +29,14 @@ import aiormq
 from aio_pika.abc import AbstractConnection
 
 from producer import __version__
-from producer.broker.fastpath import blocked_probe
+from producer.broker.session import Session, SessionHook, SessionLost, refusal
 from producer.core.errors import BrokerUnavailable
 from producer.core.pacing import Backoff
 from producer.core.rules import mask_url
-from producer.publish.publisher import Publisher, SessionLost, refusal
 from producer.telemetry.logs import BurstLog, safe_error
 from producer.telemetry.metrics import Metrics
 
 log = logging.getLogger("producer.broker.link")
-
-SessionHook = Callable[[AbstractConnection], Awaitable[None]]
-"""Runs for one connection's lifetime; returning or raising ends that session."""
 
 _TRANSIENT = (
     OSError,
@@ -155,8 +148,7 @@ async def check_broker(
 
 
 class BrokerLink:
-    """Keeps one broker connection alive and runs its users on it: the event publisher
-    (when given one) and every session hook.
+    """Keeps one broker connection alive and runs its session hooks on it.
 
     The producer runs two: one publishes events (the publisher, the replicas' presence),
     the other carries click2call (its commands, journal and replies), so nothing a command
@@ -169,8 +161,6 @@ class BrokerLink:
         self,
         *,
         url: str,
-        exchange: str,
-        publisher: Publisher | None,
         metrics: Metrics,
         connect_timeout: float = 10.0,
         name: str = "",
@@ -186,8 +176,6 @@ class BrokerLink:
         self._tls = tls
         self.name = f"phonet-producer@{name or socket.gethostname()}"
         self.safe_urls = [mask_url(u) for u in self._urls]
-        self.exchange = exchange
-        self.publisher = publisher
         self.metrics = metrics
         self.connect_timeout = connect_timeout
         self._backoff = backoff or Backoff(min_delay=0.5, max_delay=15.0, initial=0.5)
@@ -204,7 +192,7 @@ class BrokerLink:
 
     @property
     def connected(self) -> bool:
-        """True while a session is up (exchange declared, publisher running)."""
+        """True while a session is up (every hook opened, their work running)."""
         return self._up.is_set()
 
     async def wait_connected(self, timeout: float) -> bool:
@@ -325,32 +313,25 @@ class BrokerLink:
         loop = asyncio.get_running_loop()
         lost: asyncio.Future[None] = loop.create_future()
         self._lost = lost
-
-        def on_close(_sender: object, exc: BaseException | None = None) -> None:
-            if not lost.done():
-                reason = safe_error(exc) if exc else "by peer"
-                lost.set_exception(SessionLost(f"closed: {reason}", refused=refusal(exc)))
-
-        connection.close_callbacks.add(on_close)
-        workers = []
-        if self.publisher is not None:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
-            channel.close_callbacks.add(on_close)
-            await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-            raw = await channel.get_underlay_channel()
-            assert isinstance(raw, aiormq.Channel)
-            publish = self.publisher.run(raw, lost, blocked_probe(connection))
-            workers.append(loop.create_task(_guard(publish, lost, "publisher"), name="publish"))
-
+        session = Session(connection, lost)
+        connection.close_callbacks.add(session.on_close)
+        works = []
+        try:
+            for hook in self.session_hooks:
+                works.append((await hook.open(session), type(hook).__name__))
+        except BaseException:
+            for work, _ in works:  # opened, never started: close the coroutines
+                if asyncio.iscoroutine(work):
+                    work.close()
+            raise
         self.connection = connection
         self._up.set()
         if not self.quiet:  # the event link's metrics (the readiness signal)
             self.metrics.amqp_connected.set(1)
             self.metrics.amqp_connects.inc()
         log.info("broker connected", extra={"amqp_url": self.safe_url, "link": self.name})
-        workers += [
-            loop.create_task(_guard(hook(connection), lost, "consumer"), name="amqp:hook")
-            for hook in self.session_hooks
+        workers = [
+            loop.create_task(_guard(work, lost, what), name=f"amqp:{what}") for work, what in works
         ]
         stop: asyncio.Future[Any] = loop.create_task(self._stopping.wait())
         try:
@@ -370,8 +351,8 @@ class BrokerLink:
         if not self.quiet:
             self.metrics.amqp_connected.set(0)
         self.connection = None
-        if self.publisher is not None:
-            await self.publisher.end_session(refused=refused)
+        for hook in self.session_hooks:
+            await hook.closed(refused=refused)
         try:
             async with asyncio.timeout(2):
                 await connection.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import resource
 import signal
@@ -19,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from producer import __version__
-from producer.app.settings import load_settings
+from producer.app.settings import load_settings, retired_in_environment
 from producer.core.errors import ConfigError, SpoolError
 from producer.telemetry.logs import setup_logging
 
@@ -127,8 +128,23 @@ def fd_limit_problem(limit: int, subscribers: int) -> str | None:
     )
 
 
+def _simulator_missing() -> bool:
+    """True when the simulator is not installed: the image leaves it out (it is a fake PBX
+    for the demo and the tests, not part of the service)."""
+    if importlib.util.find_spec("phonet_simulator") is not None:
+        return False
+    print(
+        "phonet-producer: the demo and the simulator come with a source checkout"
+        " (pip install -e .), not with the service's image",
+        file=sys.stderr,
+    )
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("demo", "simulator") and _simulator_missing():
+        return 2
     if args.command == "demo":
         from producer.cli.demo import run_demo
 
@@ -161,11 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(
         settings.log_level, settings.log_format, secrets=(settings.api_key, amqp_password)
     )
-    from producer.app.service import serve
+    from producer.app.run import serve
 
     problem = fd_limit_problem(_raise_fd_limit(), len(settings.subscribers))
     if problem:
         logging.getLogger("producer").error(problem)
+    for line in retired_in_environment():
+        logging.getLogger("producer").warning(line)
     run = _runner(settings.phonet_event_loop)
     if run is None:
         print(

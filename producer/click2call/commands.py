@@ -15,16 +15,13 @@ import uuid
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from producer.core.envelope import Envelope, outcome_envelope
 from producer.core.errors import CommandError, CommandExpired, InvalidCommand, UnknownSubscriber
 from producer.core.events import CallEvent
-
-if TYPE_CHECKING:
-    from producer.app.settings import Settings
 
 REPLY_EVENTS = frozenset({"success", "error"})
 MAX_ID_LENGTH = 128
@@ -262,15 +259,3 @@ __all__ = [
     "reply_body",
     "result_of",
 ]
-
-
-def queue_arguments(settings: Settings) -> dict[str, Any]:
-    """The command queue's arguments: commands older than the max age are dropped by the
-    broker (never dialed late); quorum and a dead-letter exchange when configured."""
-    s = settings
-    arguments: dict[str, Any] = {"x-message-ttl": int(s.phonet_click2call_max_age * 1000)}
-    if s.phonet_click2call_queue_type == "quorum":
-        arguments["x-queue-type"] = "quorum"
-    if s.phonet_click2call_dead_letter_exchange:
-        arguments["x-dead-letter-exchange"] = s.phonet_click2call_dead_letter_exchange
-    return arguments

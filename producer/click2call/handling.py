@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable, Container, Hashable
 from typing import Protocol
 
-from producer.app.settings import Settings
 from producer.click2call.answers import Answering, Pending
 from producer.click2call.commands import command_fields, parse_command
 from producer.click2call.dispatching import Signal, properties
@@ -40,6 +39,7 @@ from producer.click2call.effects import Delivery, Settle
 from producer.click2call.journal import Decision, Dispatch, Journal, Owner, Verdict
 from producer.click2call.journal_link import JournalUnavailable
 from producer.click2call.policy import Policy
+from producer.click2call.settings import Click2CallSettings
 from producer.click2call.settling import Settler
 from producer.core.errors import CommandError, InvalidCommand, NotConnected, OutcomeUnknown
 from producer.telemetry.logs import BurstLog
@@ -71,7 +71,7 @@ class Handler:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Click2CallSettings,
         journal: Journal,
         answers: Answering,
         settler: Settler,

@@ -39,6 +39,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
+from producer.broker.topology import Queue, declare_queue
 from producer.click2call.journal import HORIZON, Journal, Owner, Remembered
 from producer.click2call.journal_wire import (
     CLAIM,
@@ -72,24 +73,12 @@ class ReplyTo:
     correlation_id: str | None
 
 
-def stream_arguments() -> dict[str, Any]:
-    """The journal stream's arguments: kept twice the horizon, small segments (a stream
-    deletes whole segments), a size bound."""
-    minutes = max(1, int(2 * HORIZON // 60))
-    return {
-        "x-queue-type": "stream",
-        "x-max-age": f"{minutes}m",
-        "x-stream-max-segment-size-bytes": 2_000_000,
-        "x-max-length-bytes": 200_000_000,
-    }
-
-
 class JournalLink:
     """The journal stream for one session of the command connection."""
 
     def __init__(
         self,
-        name: str,
+        stream: Queue,
         journal: Journal,
         me: Owner,
         *,
@@ -97,7 +86,7 @@ class JournalLink:
         on_change: Callable[[], None] = lambda: None,
         timeout: float = TIMEOUT,
     ) -> None:
-        self.name = name
+        self.stream, self.name = stream, stream.name
         self.journal = journal
         self.me = me
         self.user = user
@@ -139,14 +128,7 @@ class JournalLink:
         await self.sync()
 
     async def _declare(self, connection: AbstractConnection) -> None:
-        channel = await connection.channel(publisher_confirms=False)
-        try:
-            await channel.declare_queue(self.name, durable=True, arguments=stream_arguments())
-        except aiormq.exceptions.ChannelPreconditionFailed:
-            # It exists with other arguments (kept longer, say): use it as it is.
-            log.warning("click2call journal exists with other arguments; using it as it is")
-            channel = await connection.channel(publisher_confirms=False)
-            await channel.declare_queue(self.name, passive=True)
+        channel, _ = await declare_queue(connection, self.stream)
         with contextlib.suppress(Exception):
             await channel.close()
 

@@ -17,17 +17,15 @@ from collections.abc import Awaitable, Callable, Container, Hashable
 from functools import partial
 from typing import Any
 
-import aiormq
 from aio_pika.abc import AbstractConnection
 from aiormq.abc import DeliveredMessage
 
-from producer.app.settings import Settings
+from producer.broker.topology import Queue, declare_queue
 from producer.click2call.answers import Answering, Pending
 from producer.click2call.commands import (
     fields_of,
     is_pbx_reply,
     pbx_error_message,
-    queue_arguments,
 )
 from producer.click2call.dispatching import Pickup, Signal, dispatched_message
 from producer.click2call.effects import Answer, Effect, SendAction, SettleMessage
@@ -36,6 +34,7 @@ from producer.click2call.journal import Dispatch, Journal
 from producer.click2call.journal_link import JournalLink, JournalUnavailable
 from producer.click2call.message import CommandMessage, read_message
 from producer.click2call.policy import Policy, RateLimiter, compile_numbers, sender_of
+from producer.click2call.settings import PREFETCH, Click2CallSettings
 from producer.click2call.settling import Settler
 from producer.click2call.switchboard import Switchboard
 from producer.core.errors import NotConnected
@@ -53,15 +52,20 @@ class Click2Call:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Click2CallSettings,
         sockets: SocketPool,
         publisher: Publisher,
         metrics: Metrics,
         replicas: Replicas,
         *,
+        exchange: str,
+        queue: Queue,
+        journal: Queue,
         configured: Callable[[], Container[str]],
         user: str | None,
     ) -> None:
+        """``exchange``: where outcomes are published; ``queue`` and ``journal``: the
+        command queue and the journal stream, as values (:mod:`producer.app.topology`)."""
         self.settings = s = settings
         self.sockets = sockets
         self.metrics = metrics
@@ -78,19 +82,17 @@ class Click2Call:
             rate=RateLimiter(s.phonet_click2call_rate_limit),
         )
         self.journal = Journal()
-        self.journal_name = f"{s.phonet_click2call_queue}.journal"
+        self.queue, self.journal_queue = queue, journal
         self.answers = Answering(
             self.journal,
             publisher,
             metrics,
             me=replicas.me,
-            exchange=s.phonet_exchange,
+            exchange=exchange,
             command_queue=s.phonet_click2call_queue,
         )
         self.answers.session = lambda: self._session
-        self.settler = Settler(
-            self.answers, prefetch=s.phonet_click2call_prefetch, session=lambda: self._session
-        )
+        self.settler = Settler(self.answers, prefetch=PREFETCH, session=lambda: self._session)
         self.moved = Signal()
         self.handler = Handler(
             s,
@@ -171,7 +173,7 @@ class Click2Call:
         self._session += 1
         session = self._session
         link = JournalLink(
-            self.journal_name,
+            self.journal_queue,
             self.journal,
             self.replicas.me,
             user=self.user,
@@ -212,23 +214,10 @@ class Click2Call:
             self._apply(self.board.session_lost(session, _now()))
 
     async def _declare(self, connection: AbstractConnection) -> tuple[Any, Any, str]:
-        s = self.settings
-        arguments, name = queue_arguments(s), s.phonet_click2call_queue
-        channel = await connection.channel(publisher_confirms=False)
-        try:
-            await channel.declare_queue(name, durable=True, arguments=arguments)
-        except aiormq.exceptions.ChannelPreconditionFailed:
-            # The queue exists with other arguments (an older TTL, another type): use it as
-            # it is rather than fail to start; the operator can delete it to apply ours.
-            log.warning(
-                "click2call queue exists with other arguments; using it as it is",
-                extra={"queue": name, "wanted": arguments},
-            )
-            channel = await connection.channel(publisher_confirms=False)
-            await channel.declare_queue(name, passive=True)
+        channel, _ = await declare_queue(connection, self.queue)
         raw = await channel.get_underlay_channel()
-        await raw.basic_qos(prefetch_count=s.phonet_click2call_prefetch)
-        return channel, raw, name
+        await raw.basic_qos(prefetch_count=PREFETCH)
+        return channel, raw, self.queue.name
 
     async def _delivered(self, session: int, raw: Any, delivered: DeliveredMessage) -> None:
         """aiormq's consumer callback: hand the message to a task of ours (aiormq cancels

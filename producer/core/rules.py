@@ -1,7 +1,8 @@
-"""Rules about settings that need no pydantic: URLs, cross-setting checks, error lines.
+"""Rules about settings that need no pydantic: socket URLs, masking, the subscriber list
+and its file, the broker's TLS files.
 
-Pure functions, used by :mod:`producer.app.settings` (which re-exports what others import). Every
-problem is one line that names its environment variable and never echoes a value.
+Pure functions, used by the settings groups. Every problem is one line that names its
+environment variable and never echoes a value.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from pydantic import ValidationError
-
 from producer.core import routing
+from producer.core.settings import env_name
 
 AUTO = "auto"
 """``PHONET_SUBSCRIBERS=auto``: the subscribers are the REST API's employees."""
@@ -43,14 +43,6 @@ def mask_url(url: str) -> str:
         netloc = f"{user}:***@{host}"
     query = re.sub(r"(?i)(apikey=)[^&]*", r"\1***", parts.query)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-class Problems(Exception):
-    """Setting problems found across settings: each line names its setting. (Not a
-    ValueError, so pydantic passes it through as it is.)"""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
 
 
 def check_subscriber_list(items: tuple[str, ...]) -> tuple[str, ...]:
@@ -98,64 +90,6 @@ def read_subscribers_file(path: Path) -> tuple[str, ...]:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise ValueError(f"cannot read {path}: {reason}") from None
     return parse_subscribers_text(text)
-
-
-def cross_problems(get: Callable[[str], Any]) -> list[str]:
-    """Every rule that spans settings, as one line per problem naming the setting.
-    ``get(field)`` gives a setting's value, or None when it is unknown."""
-    problems: list[str] = []
-    listed, listed_file = get("phonet_subscribers"), get("phonet_subscribers_file")
-    if listed and listed_file is not None:
-        problems.append(
-            "PHONET_SUBSCRIBERS: set PHONET_SUBSCRIBERS or PHONET_SUBSCRIBERS_FILE, not both"
-        )
-    elif listed == () and listed_file is None:  # None: set but invalid, reported already
-        problems.append("PHONET_SUBSCRIBERS: required (a list, `auto`, or PHONET_SUBSCRIBERS_FILE)")
-    elif listed_file is not None:
-        try:
-            read_subscribers_file(listed_file)
-        except ValueError as exc:
-            problems.append(f"PHONET_SUBSCRIBERS_FILE: {exc}")
-    key, key_file = get("phonet_api_key"), get("phonet_api_key_file")
-    if key is not None and key_file is not None:
-        problems.append("PHONET_API_KEY: set PHONET_API_KEY or PHONET_API_KEY_FILE, not both")
-    elif key is None and key_file is None:
-        problems.append("PHONET_API_KEY: required (or PHONET_API_KEY_FILE)")
-    elif key is not None and not key.get_secret_value().strip():
-        problems.append("PHONET_API_KEY: is empty")
-    elif key_file is not None:
-        problem = key_file_problem(key_file)
-        if problem:
-            problems.append(f"PHONET_API_KEY_FILE: {problem}")
-    interval, timeout = get("phonet_presence_interval"), get("phonet_presence_timeout")
-    if interval is not None and timeout is not None and timeout < 2 * interval:
-        problems.append("PHONET_PRESENCE_TIMEOUT: must be at least twice PHONET_PRESENCE_INTERVAL")
-    grace = get("phonet_handover_grace")
-    if grace is not None and interval is not None and 0 < grace < 2 * interval:
-        # The new owner says it is warm in a heartbeat: a grace shorter than two of them
-        # could end a handover on a heartbeat sent before it heard of the handover.
-        problems.append("PHONET_HANDOVER_GRACE: must be at least twice PHONET_PRESENCE_INTERVAL")
-    window = get("phonet_standby_window")
-    if None not in (window, interval, timeout) and window < 2 * (interval + timeout):
-        # A takeover is noticed after timeout + interval; the window must still hold what
-        # the dead owner had not got confirmed by then.
-        problems.append(
-            "PHONET_STANDBY_WINDOW: must be at least twice PHONET_PRESENCE_TIMEOUT +"
-            " PHONET_PRESENCE_INTERVAL"
-        )
-    pairs = (
-        ("phonet_reconnect_min_delay", "phonet_reconnect_max_delay", "must not exceed"),
-        ("amqp_reconnect_min_delay", "amqp_reconnect_max_delay", "must not exceed"),
-    )
-    for low, high, words in pairs:
-        a, b = get(low), get(high)
-        if a is not None and b is not None and a > b:
-            problems.append(f"{env_name(low)}: {words} {env_name(high)}")
-    problems.extend(tls_problems(get))
-    frame, budget = get("phonet_max_frame_bytes"), get("phonet_buffer_max_bytes")
-    if frame is not None and budget is not None and budget < 2 * frame:
-        problems.append("PHONET_BUFFER_MAX_BYTES: must be at least twice PHONET_MAX_FRAME_BYTES")
-    return problems
 
 
 def tls_problems(get: Callable[[str], Any]) -> list[str]:
@@ -218,23 +152,3 @@ def key_file_problem(path: Path) -> str | None:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         return f"cannot read {path}: {reason}"
     return None if text else f"{path} is empty"
-
-
-def env_name(field: str) -> str:
-    return field.upper()
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per bad setting: ``NAME: what is wrong``. Values are never echoed."""
-    lines: list[str] = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = error.get("loc") or ()
-        message = str(error.get("msg", "invalid"))
-        message = message.removeprefix("Value error, ")
-        if error.get("type") == "missing":
-            message = "required (not set)"
-        if loc:
-            lines.append(f"{env_name(str(loc[0]))}: {message}")
-        else:
-            lines.append(message)
-    return "\n".join(dict.fromkeys(lines))

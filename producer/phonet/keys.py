@@ -7,7 +7,7 @@ With ``PHONET_API_KEY_FILE`` (a Kubernetes Secret mounted as a file) the key is 
 * when the PBX refuses a handshake with 401/403 (:meth:`ApiKey.refused`), at most once a
   second whatever the number of sockets refused — so a socket refused because the key
   was rotated at the PBX first retries at once with the new key instead of waiting
-  ``PHONET_AUTH_RETRY_DELAY``.
+  ``PHONET_RECONNECT_MAX_DELAY`` (the wait after a refused key).
 
 Each key has a ``version``; every socket remembers the version it opened with. After a
 change, :meth:`producer.phonet.pool.SocketPool.cycle` reopens the sockets still open under

@@ -25,20 +25,10 @@ from typing import Any
 
 from aio_pika.abc import AbstractConnection
 
+from producer.broker.topology import Queue, declare_queue
 from producer.telemetry.logs import safe_error
 
 log = logging.getLogger("producer.publish.history")
-
-
-def stream_arguments(max_age_s: float, max_bytes: int) -> dict[str, Any]:
-    """The stream's declare arguments (RabbitMQ reads the age as ``<n>s``)."""
-    return {
-        "x-queue-type": "stream",
-        "x-max-age": f"{max(1, int(max_age_s))}s",
-        "x-max-length-bytes": max_bytes,
-        # Retention drops whole segments: keep each small beside the total.
-        "x-stream-max-segment-size-bytes": max(1024 * 1024, min(max_bytes // 20, 500_000_000)),
-    }
 
 
 @dataclass
@@ -48,12 +38,13 @@ class HistoryStream:
 
     Cancellation (the session ended) propagates."""
 
-    name: str
-    exchange: str
-    max_age_s: float
-    max_bytes: int
+    stream: Queue
     error: str | None = None
     declared: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.stream.name
 
     async def session(self, connection: AbstractConnection) -> None:
         try:
@@ -73,22 +64,11 @@ class HistoryStream:
         await asyncio.Event().wait()  # hold the session hook until it is cancelled
 
     async def _declare(self, connection: AbstractConnection) -> None:
-        channel = await connection.channel(publisher_confirms=False)
-        queue = await channel.declare_queue(
-            self.name,
-            durable=True,
-            arguments=stream_arguments(self.max_age_s, self.max_bytes),
-        )
-        # By name: the event link declares the exchange before it starts its hooks.
-        await queue.bind(self.exchange, "#")
+        channel, _ = await declare_queue(connection, self.stream)
         if not self.declared:
             log.info(
                 "call history kept in a stream",
-                extra={
-                    "stream": self.name,
-                    "max_age_s": self.max_age_s,
-                    "max_bytes": self.max_bytes,
-                },
+                extra={"stream": self.name, "arguments": dict(self.stream.arguments)},
             )
         self.declared, self.error = True, None
         await channel.close()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -46,7 +46,10 @@ from producer.broker.fastpath import (
     FastPathBroken,
     LibraryPath,
     Returned,
+    blocked_probe,
 )
+from producer.broker.session import Session, SessionLost, refusal
+from producer.broker.topology import Exchange, declare_exchange
 from producer.core.envelope import Envelope, invalid_copy
 from producer.core.events import InvalidReason
 from producer.publish.pipeline import Pipeline
@@ -68,25 +71,19 @@ KeyError in the callback), and, if its caller's queue refuses it, be retried for
 every nack pausing the events."""
 
 
-class SessionLost(Exception):
-    """The connection or a channel closed, or confirmations stalled.
-
-    ``refused``: the broker closed it with an error reply (access refused, not found,
-    precondition failed, a frame error): a message in flight may be the cause.
-    ``other_node``: this node is the trouble (it nacked every publish for a while): the
-    next session should try the next URL of the list first.
-    """
-
-    def __init__(self, message: str, *, refused: bool = False, other_node: bool = False) -> None:
-        super().__init__(message)
-        self.refused = refused
-        self.other_node = other_node
-
-
 class Publisher:
-    """Publishes the pipeline with confirms, one broker session at a time."""
+    """Publishes the pipeline with confirms, one broker session at a time: the event
+    link's first session hook (it declares the events exchange)."""
 
-    def __init__(self, pipeline: Pipeline, metrics: Metrics, *, publish_timeout: float) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        *,
+        publish_timeout: float,
+        exchange: Exchange | None = None,
+    ) -> None:
+        self.exchange = exchange
         self.pipeline = pipeline
         self.metrics = metrics
         self.publish_timeout = publish_timeout
@@ -139,6 +136,21 @@ class Publisher:
         await self._empty.wait()
 
     # --- one session ------------------------------------------------------------------
+    async def open(self, session: Session) -> Awaitable[None]:
+        """Session hook: a confirm channel whose close ends the session, the events
+        exchange declared on it; the work is :meth:`run`."""
+        channel = await session.connection.channel(publisher_confirms=True, on_return_raises=False)
+        channel.close_callbacks.add(session.on_close)
+        if self.exchange is not None:
+            await declare_exchange(channel, self.exchange)
+        raw = await channel.get_underlay_channel()
+        assert isinstance(raw, aiormq.Channel)
+        return self.run(raw, session.lost, blocked_probe(session.connection))
+
+    async def closed(self, *, refused: bool) -> None:
+        """Session hook: the session ended; see :meth:`end_session`."""
+        await self.end_session(refused=refused)
+
     async def run(
         self,
         channel: aiormq.Channel,
@@ -374,20 +386,3 @@ class Publisher:
             envelope.routing_key,
             envelope.exchange or "(default)",
         )
-
-
-REFUSALS = (
-    aiormq.exceptions.ChannelAccessRefused,
-    aiormq.exceptions.ChannelNotFoundEntity,
-    aiormq.exceptions.ChannelPreconditionFailed,
-    aiormq.exceptions.ConnectionFrameError,
-    aiormq.exceptions.ConnectionSyntaxError,
-    aiormq.exceptions.ConnectionCommandInvalid,
-    aiormq.exceptions.ConnectionUnexpectedFrame,
-    aiormq.exceptions.ConnectionNotImplemented,
-)
-
-
-def refusal(exc: BaseException | None) -> bool:
-    """Whether the broker closed the channel or connection because of something we sent."""
-    return isinstance(exc, REFUSALS)

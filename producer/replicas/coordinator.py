@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from producer.broker.topology import Exchange
 from producer.core.envelope import Envelope
 from producer.replicas.cover import MARGIN_MS, Cover, DownBook, orphaned_by
 from producer.replicas.handover import Handovers
@@ -43,7 +44,7 @@ class Coordinator:
     def __init__(
         self,
         me: str,
-        exchange: str,
+        presence: Exchange,
         *,
         hold: Hold,
         publish: Callable[[Envelope], None],
@@ -64,7 +65,7 @@ class Coordinator:
             me, timeout, instance=self.instance, settings=settings, interval=interval
         )
         self.presence = Presence(
-            exchange, interval=interval, timeout=timeout, beat=self._beat, on_beat=self._heard
+            presence, interval=interval, timeout=timeout, beat=self._beat, on_beat=self._heard
         )
         self.window = StandbyWindow(window, max_bytes=window_bytes)
         self.hot = standby

@@ -37,6 +37,13 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
+from producer.broker.topology import (
+    Binding,
+    Exchange,
+    Queue,
+    declare_exchange,
+    declare_queue,
+)
 from producer.replicas.membership import Beat, Down
 from producer.telemetry.logs import safe_error
 
@@ -115,19 +122,26 @@ def decode(body: bytes) -> Beat | None:
     )
 
 
+def heard_queue(exchange: Exchange) -> Queue:
+    """Each replica's own queue of heartbeats: server-named, gone with its connection."""
+    return Queue(
+        "", "presence queue", durable=False, exclusive=True, bindings=(Binding(exchange.name, ""),)
+    )
+
+
 class Presence:
     """The event connection's session hook that sends and hears heartbeats."""
 
     def __init__(
         self,
-        exchange: str,
+        exchange: Exchange,
         *,
         interval: float,
         timeout: float,
         beat: Callable[[], Beat],
         on_beat: Callable[[Beat], None],
     ) -> None:
-        self.exchange = f"{exchange}.presence"
+        self.spec, self.exchange = exchange, exchange.name
         self.interval = interval
         self.timeout = timeout
         self.make_beat = beat
@@ -158,11 +172,8 @@ class Presence:
 
     async def _session(self, connection: AbstractConnection) -> None:
         channel = await connection.channel(publisher_confirms=False)
-        exchange = await channel.declare_exchange(
-            self.exchange, aio_pika.ExchangeType.FANOUT, durable=False
-        )
-        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        await queue.bind(exchange)
+        exchange = await declare_exchange(channel, self.spec)
+        _, queue = await declare_queue(connection, heard_queue(self.spec), channel=channel)
         await queue.consume(self._heard, no_ack=True)
         self._exchange = exchange
         self.since = asyncio.get_running_loop().time()

@@ -30,7 +30,6 @@ from typing import Any
 
 import orjson
 
-from producer.app.settings import Settings
 from producer.core.envelope import rest_envelope
 from producer.core.errors import RestUnavailable
 from producer.core.events import stable_id
@@ -50,6 +49,7 @@ from producer.subscribers.records import (
     calls_of,
     employees,
 )
+from producer.subscribers.settings import SubscriberSettings
 from producer.subscribers.supervise import supervised
 from producer.telemetry.logs import BurstLog
 from producer.telemetry.subscribers import RestMetrics
@@ -72,20 +72,28 @@ class RestService:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SubscriberSettings,
         publisher: Publisher,
         metrics: RestMetrics,
         key: ApiKey,
         apply: ApplySubscribers,
+        *,
+        domain: str,
+        exchange: str,
+        gap_after: float,
     ) -> None:
+        """``domain``: the PBX's (the REST API's default host and its login);
+        ``exchange``: where gaps and backfilled calls are published; ``gap_after``: seconds
+        of silence on a socket that its drop can hide (a keepalive round)."""
         s = self.settings = settings
+        self.exchange = exchange
         self.publisher = publisher
         self.apply = apply
         self.metrics = metrics
         self.client = RestClient(
-            s.rest_base_url, s.phonet_domain, key, metrics, timeout=s.phonet_rest_timeout
+            s.rest_base_url(domain), domain, key, metrics, timeout=s.phonet_rest_timeout
         )
-        self.book = GapBook(int((s.phonet_ping_interval + s.phonet_ping_timeout) * 1000))
+        self.book = GapBook(int(gap_after * 1000))
         self.plan = BackfillPlan()
         self.directory = Directory()
         self.backfill = s.phonet_backfill == "on"
@@ -109,8 +117,7 @@ class RestService:
             self._loop("discovery", self._discover)
         if s.phonet_subscribers_file is not None:
             path = s.phonet_subscribers_file
-            with contextlib.suppress(ValueError):
-                self._file_last = read_subscribers_file(path)  # what the app applied
+            self._file_last = s.subscribers  # what the app applied (read once, at start)
             self._loop("file", lambda: self._watch_file(path))
         self._loop("backfill", self._fill)
 
@@ -192,7 +199,7 @@ class RestService:
     ) -> None:
         self.publisher.put(
             rest_envelope(
-                self.settings.phonet_exchange,
+                self.exchange,
                 key,
                 kind,
                 body,

@@ -81,7 +81,7 @@ class SocketsCollector(Collector):
             ("phonet_ws_sockets_up", "Subscriber sockets open", view.up),
             (
                 "phonet_ws_sockets_flapping",
-                "Sockets whose recent connections did not stay up PHONET_HEALTHY_AFTER",
+                "Sockets whose recent connections did not stay up half PHONET_PING_INTERVAL",
                 view.flapping,
             ),
         ):

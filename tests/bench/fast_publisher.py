@@ -14,6 +14,7 @@ import sys
 import time
 
 from producer.broker.link import BrokerLink
+from producer.broker.topology import Exchange
 from producer.core.envelope import event_envelope
 from producer.core.events import parse_frame
 from producer.publish.pipeline import Pipeline
@@ -35,8 +36,11 @@ async def main() -> None:
         )
     metrics = Metrics()
     pipeline = Pipeline(max_events=n + 1, max_bytes=2**40, window=1024)
-    publisher = Publisher(pipeline, metrics, publish_timeout=30.0)
-    link = BrokerLink(url=amqp_url, exchange=exchange, publisher=publisher, metrics=metrics)
+    publisher = Publisher(
+        pipeline, metrics, publish_timeout=30.0, exchange=Exchange(exchange, "topic")
+    )
+    link = BrokerLink(url=amqp_url, metrics=metrics)
+    link.session_hooks.append(publisher)
     task = asyncio.create_task(link.run())
     await link.wait_connected(30)
     print("ready", flush=True)

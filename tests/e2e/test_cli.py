@@ -149,7 +149,8 @@ async def test_api_key_never_reaches_the_logs(
         LOG_LEVEL="DEBUG",
         LOG_FORMAT=fmt,
         PHONET_SUBSCRIBERS="001",
-        PHONET_AUTH_RETRY_DELAY="0.2",
+        PHONET_RECONNECT_MIN_DELAY="0.05",
+        PHONET_RECONNECT_MAX_DELAY="0.2",  # also the wait after a refused key
     )
     sim.refuse_status = 403
     service = await Service(env).start()

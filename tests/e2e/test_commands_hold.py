@@ -133,7 +133,7 @@ async def test_commands_for_a_silent_owner_are_held_not_bounced_to_the_delivery_
         arguments={"x-queue-type": "quorum", "x-delivery-limit": 6, "x-message-ttl": 60_000},
     )
     sim.known = None
-    timing = {"phonet_presence_interval": 0.5, "phonet_presence_timeout": 2.0}
+    timing = {"phonet_presence_interval": 0.5}  # gone after 2 s
     first = await start_producer(
         phonet_replica_id="a", amqp_url=broker_proxy.url(amqp_url), **timing
     )

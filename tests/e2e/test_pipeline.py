@@ -316,7 +316,7 @@ async def test_auth_failure_is_logged_counted_and_retried_slowly(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     sim.refuse_status = 403
-    producer = await start_producer(subscribers="001", phonet_auth_retry_delay=1.0)
+    producer = await start_producer(subscribers="001", phonet_reconnect_max_delay=1.0)
     await asyncio.sleep(2.5)
     refused = sim.refused[403]
     assert 2 <= refused <= 4  # about one attempt per second: no hot loop

@@ -141,7 +141,7 @@ async def test_a_joining_replica_takes_its_share_and_nothing_is_lost(
     await collector.wait_for(lambda ms: set(sent) <= set(published(collector)), timeout=15)
     assert 0 < len(second.coordinator.roles.owned) < len(SUBS)
     # After the handover grace, no duplicates any more.
-    await asyncio.sleep(second.settings.phonet_handover_grace + 0.5)
+    await asyncio.sleep(second.settings.replicas.handover_grace + 0.5)
     late = [f"late-{s}" for s in SUBS]
     for subscriber, uuid in zip(SUBS, late, strict=True):
         await sim.send(subscriber, call(uuid=uuid))
@@ -176,9 +176,7 @@ async def replica_services(
             PHONET_REPLICA_ID=f"p{i}",
             PHONET_RECONNECT_MIN_DELAY="0.05",
             PHONET_RECONNECT_MAX_DELAY="0.5",
-            PHONET_HEALTHY_AFTER="0.5",
             PHONET_SHUTDOWN_TIMEOUT="4",
-            PHONET_HANDOVER_GRACE="1",
         )
         service = await Service(env).start()
         services.append(service)

@@ -28,7 +28,7 @@ async def test_an_isolated_drop_reconnects_at_once(
         exchange_name,
         phonet_reconnect_min_delay=5.0,
         phonet_reconnect_max_delay=10.0,
-        phonet_healthy_after=0.2,
+        phonet_ping_interval=0.4,  # a socket up 0.2 s is healthy
     )
     async with Producer(settings):
         await sim.wait_connected(["001"])

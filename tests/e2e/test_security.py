@@ -293,14 +293,14 @@ async def test_a_refused_handshake_rereads_the_key_file(
 ) -> None:
     """The key was rotated at the PBX and the sockets dropped before the periodic look:
     the 401/403 makes the producer read the file at once instead of waiting
-    PHONET_AUTH_RETRY_DELAY (an hour here)."""
+    PHONET_RECONNECT_MAX_DELAY, the wait after a refused key (an hour here)."""
     key_file = tmp_path / "api-key"
     key_file.write_text(sim.api_key)
     producer = await start_producer(
         phonet_api_key=None,
         phonet_api_key_file=key_file,
         phonet_api_key_check_interval=3600,
-        phonet_auth_retry_delay=3600,
+        phonet_reconnect_max_delay=3600,
     )
     await sim.wait_connected(SUBSCRIBERS)
     new = uuid.uuid4().hex

@@ -53,8 +53,11 @@ EVENT_RATE = 300.0
 COMMAND_RATE = 10.0
 """New click2call commands a second."""
 RETRY_SHARE = 0.2
-WINDOW = 2.0
-"""PHONET_STANDBY_WINDOW here: a takeover publishes this much again (expected copies)."""
+INTERVAL = 0.15
+"""PHONET_PRESENCE_INTERVAL here: a replica is gone after 0.6 s, a handover lasts 1.5 s."""
+WINDOW = 20 * INTERVAL
+"""The standby window that follows (20 heartbeats): a takeover publishes this much again
+(expected copies)."""
 STEADY = 4.0
 """Seconds of load before a scenario's fault; the copies of frames older than the standby
 window before the fault must be none (copies only around a takeover or failover)."""
@@ -314,13 +317,9 @@ class Harness:
             "PHONET_CLICK2CALL_QUEUE_TYPE": "quorum",
             "PHONET_CLICK2CALL_TIMEOUT": "5",
             "PHONET_REPLICA_ID": replica_id,
-            "PHONET_PRESENCE_INTERVAL": "0.2",
-            "PHONET_PRESENCE_TIMEOUT": "0.6",
-            "PHONET_HANDOVER_GRACE": "1",
-            "PHONET_STANDBY_WINDOW": str(WINDOW),
+            "PHONET_PRESENCE_INTERVAL": str(INTERVAL),
             "PHONET_RECONNECT_MIN_DELAY": "0.05",
             "PHONET_RECONNECT_MAX_DELAY": "0.5",
-            "PHONET_HEALTHY_AFTER": "0.5",
             "AMQP_RECONNECT_MIN_DELAY": "0.1",
             "AMQP_RECONNECT_MAX_DELAY": "1",
             "PHONET_SHUTDOWN_TIMEOUT": "4",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.app.settings import Settings, load_settings
+from producer.app.settings import RETIRED, Settings, load_settings
 from producer.core.errors import ConfigError
 from producer.core.rules import mask_url, parse_subscribers_text, subscriber_url
 
@@ -22,7 +22,7 @@ GOOD = {
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in Settings.model_fields:
+    for name in [*Settings.field_names(), *RETIRED]:
         monkeypatch.delenv(name.upper(), raising=False)
 
 
@@ -115,26 +115,6 @@ def test_api_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             {"PHONET_REST_URL": "http://phonet.example.com"},
             "PHONET_REST_URL: must be https:// (http:// only for localhost)",
             id="rest-url-plain-http",
-        ),
-        pytest.param(
-            {"PHONET_STANDBY_WINDOW": "3"},
-            "PHONET_STANDBY_WINDOW: must be at least twice PHONET_PRESENCE_TIMEOUT",
-            id="standby-window-short",
-        ),
-        pytest.param(
-            {"PHONET_PRESENCE_TIMEOUT": "0.5"},
-            "PHONET_PRESENCE_TIMEOUT: must be at least twice PHONET_PRESENCE_INTERVAL",
-            id="presence-timeout",
-        ),
-        pytest.param(
-            {"PHONET_HANDOVER_GRACE": "0"},
-            "PHONET_HANDOVER_GRACE: Input should be greater than 0",
-            id="handover-grace-zero",
-        ),
-        pytest.param(
-            {"PHONET_HANDOVER_GRACE": "0.9"},
-            "PHONET_HANDOVER_GRACE: must be at least twice PHONET_PRESENCE_INTERVAL",
-            id="handover-grace-under-two-heartbeats",
         ),
         pytest.param(
             {"AMQP_URL": "amqp://a/,http://b/"},
@@ -300,7 +280,7 @@ def test_subscribers_auto_and_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     auto = load(monkeypatch, {**GOOD, "PHONET_SUBSCRIBERS": " AUTO "})
     assert auto.discovery
     assert auto.subscribers == ()
-    assert auto.rest_base_url == f"https://{GOOD['PHONET_DOMAIN']}"
+    assert auto.roster.rest_base_url(auto.phonet_domain) == f"https://{GOOD['PHONET_DOMAIN']}"
     listed = tmp_path / "subscribers"
     listed.write_text("001\n# later: 003\n002\n")
     env = {k: v for k, v in GOOD.items() if k != "PHONET_SUBSCRIBERS"}
@@ -338,7 +318,8 @@ def test_secrets_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_problem_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing set but two bad values: every problem in one run, not in rounds."""
+    """Nothing set but two bad values: every bad value in one run, and the rules of each
+    group whose values parse (the sockets' group lacks its domain: its rules wait)."""
     monkeypatch.setenv("PHONET_RECONNECT_MIN_DELAY", "100")
     monkeypatch.setenv("AMQP_RECONNECT_MAX_DELAY", "soon")
     with pytest.raises(ConfigError) as info:
@@ -348,9 +329,14 @@ def test_every_problem_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> N
         "AMQP_RECONNECT_MAX_DELAY: Input should be a valid number, unable to parse string as a"
         " number",
         "PHONET_SUBSCRIBERS: required (a list, `auto`, or PHONET_SUBSCRIBERS_FILE)",
-        "PHONET_API_KEY: required (or PHONET_API_KEY_FILE)",
-        "PHONET_RECONNECT_MIN_DELAY: must not exceed PHONET_RECONNECT_MAX_DELAY",
     ]
+    monkeypatch.setenv("PHONET_DOMAIN", GOOD["PHONET_DOMAIN"])
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "PHONET_API_KEY: required (or PHONET_API_KEY_FILE)" in str(info.value)
+    assert "PHONET_RECONNECT_MIN_DELAY: must not exceed PHONET_RECONNECT_MAX_DELAY" in str(
+        info.value
+    )
 
 
 def test_cross_setting_rules_are_all_reported_together(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -397,14 +383,32 @@ def test_subscriber_url_keeps_an_existing_query() -> None:
     )
 
 
-def test_readme_documents_every_setting_and_no_other() -> None:
+def readme_tables() -> tuple[set[str], set[str], set[str]]:
+    """The README's settings: the main table, the tuning knobs, the derived ones."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `?([A-Z][A-Z0-9_]+)`?", table, flags=re.MULTILINE))
-    documented |= set(re.findall(r"/ `?([A-Z][A-Z0-9_]+)`? \|", table))
-    names = {name.upper() for name in Settings.model_fields}
-    assert names - documented == set(), "settings missing from the README table"
-    assert documented - names == set(), "README documents settings that do not exist"
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    main, rest = section.split("### Tuning knobs", 1)
+    tuning, derived = rest.split("### Derived, not set", 1)
+
+    def names(table: str) -> set[str]:
+        return set(re.findall(r"^\| `?([A-Z][A-Z0-9_]+)`? \|", table, flags=re.MULTILINE))
+
+    return names(main), names(tuning), names(derived)
+
+
+def test_readme_documents_every_setting_and_no_other() -> None:
+    main, tuning, derived = readme_tables()
+    names = {name.upper() for name in Settings.field_names()}
+    assert main & tuning == set(), "a setting in both tables"
+    assert names - (main | tuning) == set(), "settings missing from the README tables"
+    assert (main | tuning) - names == set(), "README documents settings that do not exist"
+    assert derived == set(RETIRED), "the README's derived settings are not the retired ones"
+
+
+def test_at_most_forty_settings_and_a_short_table_of_knobs() -> None:
+    main, tuning, _ = readme_tables()
+    assert len(main) <= 40
+    assert len(tuning) < len(main) / 2
 
 
 @pytest.mark.parametrize(
@@ -433,3 +437,47 @@ def test_the_default_replica_id_cannot_clash(
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     replica = load_settings().replica_id
     assert replica == expected.format(host=socket.gethostname(), pid=os.getpid())
+
+
+@pytest.mark.parametrize(
+    ("interval", "timeout", "window", "grace"),
+    [
+        pytest.param("0.5", 2.0, 10.0, 5.0, id="defaults"),
+        pytest.param("0.15", 0.6, 3.0, 1.5, id="fast"),
+    ],
+)
+def test_the_replicas_timing_follows_the_presence_interval(
+    monkeypatch: pytest.MonkeyPatch, interval: str, timeout: float, window: float, grace: float
+) -> None:
+    s = load(monkeypatch, {**GOOD, "PHONET_PRESENCE_INTERVAL": interval})
+    assert s.replicas.presence_timeout == pytest.approx(timeout)
+    assert s.replicas.standby_window == pytest.approx(window)
+    assert s.replicas.handover_grace == pytest.approx(grace)
+    # what the old cross-setting rules demanded holds by construction
+    assert s.replicas.presence_timeout >= 2 * s.replicas.phonet_presence_interval
+    assert s.replicas.standby_window >= 2 * (
+        s.replicas.presence_timeout + s.replicas.phonet_presence_interval
+    )
+
+
+def test_the_sockets_timing_follows_the_ping_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load(monkeypatch, {**GOOD, "PHONET_PING_INTERVAL": "8", "PHONET_RECONNECT_MAX_DELAY": "30"})
+    assert (s.phonet.ping_timeout, s.phonet.healthy_after, s.phonet.auth_retry_delay) == (8, 4, 30)
+
+
+def test_a_retired_setting_is_ignored_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from producer.app.settings import retired_in_environment
+
+    monkeypatch.setenv("PHONET_PRESENCE_TIMEOUT", "9")
+    s = load(monkeypatch, {**GOOD, "PHONET_PRESENCE_INTERVAL": "0.5"})
+    assert s.replicas.presence_timeout == 2.0
+    assert retired_in_environment() == [
+        "PHONET_PRESENCE_TIMEOUT is no longer a setting (it is 4 x PHONET_PRESENCE_INTERVAL);"
+        " it is ignored"
+    ]
+    assert not set(RETIRED) & {name.upper() for name in Settings.field_names()}
+
+
+def test_an_override_that_is_no_setting_is_a_caller_error() -> None:
+    with pytest.raises(TypeError, match="phonet_presence_timeout"):
+        load_settings(phonet_presence_timeout=1.0)

@@ -224,6 +224,7 @@ async def test_a_subscriber_removed_while_down_leaves_the_heartbeat() -> None:
     MAX_REPORTED such leftovers, the standbys would cover every subscriber)."""
     from prometheus_client import CollectorRegistry
 
+    from producer.broker.topology import Exchange
     from producer.replicas.coordinator import Coordinator
     from producer.telemetry.replicas import ReplicaMetrics
 
@@ -232,7 +233,7 @@ async def test_a_subscriber_removed_while_down_leaves_the_heartbeat() -> None:
 
     coordinator = Coordinator(
         "a",
-        "test.presence",
+        Exchange("test.presence", "fanout", durable=False),
         hold=hold,
         publish=lambda _envelope: None,
         metrics=ReplicaMetrics(CollectorRegistry()),
