@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,25 +32,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from phonet_simulator.calls import CallFactory, Frame, Quirks, Script, click2call_reply
+from phonet_simulator.hidden import HideKeys
 from phonet_simulator.rest import CallLog, RestServer, staff_of
 
 log = logging.getLogger("phonet_simulator")
 _ws_log = logging.getLogger("phonet_simulator.ws")
 
 
-class _HideKeys(logging.Filter):
-    """websockets logs request URLs at DEBUG: the API key rides in the query."""
-
-    _KEY = re.compile(r"(?i)(apikey=)[^&\s\"']+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "apikey=" in message.lower():
-            record.msg, record.args = self._KEY.sub(r"\1***", message), None
-        return True
-
-
-_ws_log.addFilter(_HideKeys())
+_ws_log.addFilter(HideKeys())
 
 PATH = "/live/connector/v3/easy"
 

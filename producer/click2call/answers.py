@@ -33,6 +33,7 @@ from producer.click2call.journal import Journal, Owner, Remembered
 from producer.click2call.journal_link import JournalLink, JournalUnavailable, ReplyTo
 from producer.click2call.message import CommandMessage
 from producer.click2call.policy import mask_number
+from producer.core.clock import now as _now
 from producer.core.errors import CommandError
 from producer.publish.publisher import Publisher
 from producer.telemetry.logs import BurstLog
@@ -275,7 +276,3 @@ class Answering:
                 "detail": None if outcome is None else str(outcome)[:200],
             },
         )
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()

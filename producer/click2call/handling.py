@@ -24,7 +24,6 @@ For each delivered command (and each command another replica dispatched to this 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import secrets
@@ -41,6 +40,7 @@ from producer.click2call.journal_link import JournalUnavailable
 from producer.click2call.policy import Policy
 from producer.click2call.settings import Click2CallSettings
 from producer.click2call.settling import Settler
+from producer.core.clock import now as _now
 from producer.core.errors import CommandError, InvalidCommand, NotConnected, OutcomeUnknown
 from producer.telemetry.logs import BurstLog
 
@@ -382,7 +382,3 @@ class Handler:
         """The claims an answer of this replica concludes (a dispatch's holder's too); its
         own claim last (see :meth:`Answering.deliver`)."""
         return tuple(c for c in (pending.inherited, pending.claim) if c)
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()

@@ -37,6 +37,7 @@ from producer.click2call.policy import Policy, RateLimiter, compile_numbers, sen
 from producer.click2call.settings import PREFETCH, Click2CallSettings
 from producer.click2call.settling import Settler
 from producer.click2call.switchboard import Switchboard
+from producer.core.clock import now as _now
 from producer.core.errors import NotConnected
 from producer.core.events import CallEvent
 from producer.phonet import SocketPool
@@ -382,7 +383,3 @@ class Click2Call:
                 self.journal.expire(_now())
             except Exception:  # keep ticking: timeouts are what frees a line
                 log.exception("click2call timer failed")
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from producer.broker.topology import Exchange
+from producer.core.clock import now as _now
 from producer.core.envelope import Envelope
 from producer.replicas.cover import MARGIN_MS, Cover, DownBook, orphaned_by
 from producer.replicas.handover import Handovers
@@ -394,7 +395,3 @@ class Coordinator:
 def _first(live: frozenset[str], subscriber: str) -> str:
     ranked = ranking(live, subscriber)
     return ranked[0] if ranked else ""
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()

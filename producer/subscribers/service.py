@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from producer.core.clock import now as _now
 from producer.core.envelope import rest_envelope
 from producer.core.errors import RestUnavailable
 from producer.core.events import stable_id
@@ -384,10 +385,6 @@ class RestService:
 
 def _body(record: CallRecord) -> bytes:
     return orjson.dumps(record.raw)
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
 
 
 def _wall_ms() -> int:

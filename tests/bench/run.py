@@ -889,8 +889,8 @@ def render(reports: dict[str, Report], amqp_url: str, quick: bool) -> str:
             "- Each replica of the pair holds a socket for every subscriber (its own and the"
             " ones it stands by for): the cost of hot standby is a second process of about"
             " the same size. The takeover time is from the kill to the survivor owning every"
-            " subscriber (4 heartbeats of PHONET_PRESENCE_INTERVAL: 2 s, the default); its standby sockets were"
-            " already open, so no event is lost meanwhile.",
+            " subscriber (4 heartbeats of PHONET_PRESENCE_INTERVAL: 2 s, the default); its"
+            " standby sockets were already open, so no event is lost meanwhile.",
         ]
     return "\n".join(parts) + "\n"
 
