@@ -121,8 +121,26 @@ def retired_in_environment() -> list[str]:
     return [
         f"{name} is no longer a setting ({why}); it is ignored"
         for name, why in RETIRED.items()
-        if name in os.environ
+        if name in {key.upper() for key in os.environ}
     ]
+
+
+def _rules_beside(group: type[Group], given: dict[str, Any], exc: ValidationError) -> list[str]:
+    """The group's rules judged with each bad value replaced by a stand-in (its default, or
+    the group's ``STAND_INS`` for a required one), so a first run with nothing set hears of
+    every missing setting at once. Rules about the stand-ins themselves are not told."""
+    bad = {str(error["loc"][0]) for error in exc.errors() if error.get("loc")}
+    stand_ins: dict[str, Any] = {}
+    for name in bad:
+        field = group.model_fields.get(name)
+        if field is None:
+            return []
+        stand_ins[name] = group.STAND_INS.get(name) if field.is_required() else field.default
+    try:
+        rules = group(**{**given, **stand_ins}).problems()
+    except ValidationError:
+        return []
+    return [line for line in rules if line.split(":", 1)[0].lower() not in bad]
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -146,6 +164,7 @@ def load_settings(**overrides: Any) -> Settings:
             built[key] = group(**mine)
         except ValidationError as exc:
             lines.extend(error_lines(exc))
+            lines.extend(_rules_beside(group, mine, exc))
             continue
         lines.extend(built[key].problems())
     if len(built) == len(_GROUPS):

@@ -91,6 +91,8 @@ class EachSession:
     """A hook that is only work: ``work(connection)`` runs for every session."""
 
     work: Callable[[AbstractConnection], Awaitable[None]]
+    name: str = "consumer"
+    """How logs and task names call it."""
 
     async def open(self, session: Session) -> Awaitable[None]:
         return self.work(session.connection)

@@ -10,7 +10,7 @@ reports every problem at once, one line each, naming the variable, never echoing
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -48,6 +48,10 @@ class Group(BaseSettings):
     """One feature's settings, read from the environment (values given win)."""
 
     model_config = SettingsConfigDict(case_sensitive=False, frozen=True, extra="ignore")
+
+    STAND_INS: ClassVar[dict[str, Any]] = {}
+    """Valid values for required settings, used only to judge the other rules of a group
+    whose required setting is missing or bad (never as a setting's value)."""
 
     def problems(self) -> list[str]:
         """Rules across this group's settings: one line per problem, naming the setting."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -25,6 +25,8 @@ OPEN_TIMEOUT = 10.0
 
 class PhonetSettings(Group):
     """Where the PBX is, the key, and how the sockets behave."""
+
+    STAND_INS: ClassVar[dict[str, Any]] = {"phonet_domain": "stand-in.invalid"}
 
     phonet_domain: str = Field(description="PBX API host, also sent as `domain=`")
     phonet_api_key: SecretStr | None = Field(

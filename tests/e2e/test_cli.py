@@ -49,8 +49,8 @@ async def run(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int
             {},
             [
                 "PHONET_DOMAIN: required (not set)",
-                "PHONET_SUBSCRIBERS: required (a list, `auto`, or PHONET_SUBSCRIBERS_FILE)",
                 "PHONET_API_KEY: required (or PHONET_API_KEY_FILE)",
+                "PHONET_SUBSCRIBERS: required (a list, `auto`, or PHONET_SUBSCRIBERS_FILE)",
             ],
             id="nothing-set",
         ),
