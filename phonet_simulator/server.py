@@ -40,6 +40,10 @@ _ws_log = logging.getLogger("phonet_simulator.ws")
 
 
 _ws_log.addFilter(HideKeys())
+# Frames carry call data (numbers, names): at DEBUG websockets would log each one. Only
+# `phonet-producer simulator --verbose` asks for that (handshakes and frames).
+if _ws_log.level == logging.NOTSET:  # the CLI may have set it before this import
+    _ws_log.setLevel(logging.INFO)
 
 PATH = "/live/connector/v3/easy"
 

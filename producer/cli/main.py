@@ -163,8 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "simulator":
         setup_logging("DEBUG" if args.verbose else "INFO", "text")
-        if not args.verbose:  # one line per socket is noise with thousands of them
-            logging.getLogger("phonet_simulator.ws").setLevel(logging.WARNING)
+        # One line per socket is noise with thousands of them: only with --verbose.
+        level = logging.DEBUG if args.verbose else logging.WARNING
+        logging.getLogger("phonet_simulator.ws").setLevel(level)
         return asyncio.run(_run_simulator(args))
 
     try:

@@ -133,13 +133,14 @@ def test_the_parser_catches_mistakes(asyncapi_parser: Path, tmp_path: Path) -> N
 
 
 def test_documented_names_match_the_code() -> None:
-    from producer.app.settings import Settings
+    from producer.click2call.settings import Click2CallSettings
+    from producer.publish.settings import PublishSettings
 
     doc = document()
     queue = doc["channels"]["click2callCommands"]["bindings"]["amqp"]["queue"]["name"]
     exchange = doc["channels"]["callEvents"]["bindings"]["amqp"]["exchange"]["name"]
-    assert queue == Settings.model_fields["phonet_click2call_queue"].default
-    assert exchange == Settings.model_fields["phonet_exchange"].default
+    assert queue == Click2CallSettings.model_fields["phonet_click2call_queue"].default
+    assert exchange == PublishSettings.model_fields["phonet_exchange"].default
     assert doc["info"]["version"] == __import__("producer").__version__
 
 
