@@ -31,6 +31,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from phonet_client.messages import Click2CallOutcome, outcome
+from phonet_client.results import Result
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 DEFAULT_QUEUE = "phonet.click2call"
@@ -39,7 +40,7 @@ DEFAULT_QUEUE = "phonet.click2call"
 class Click2CallError(Exception):
     """The command was answered with an error. ``outcome`` is the whole answer."""
 
-    result = "unknown"
+    result: str = Result.UNKNOWN
     dialed: bool | None = False
     """Whether the PBX may have dialed: False (refused before), True, or None (maybe)."""
 
@@ -51,54 +52,54 @@ class Click2CallError(Exception):
 class PbxRefused(Click2CallError):
     """The PBX refused the call (its own text in ``str(exc)``)."""
 
-    result, dialed = "pbx_error", True
+    result, dialed = Result.PBX_ERROR, True
 
 
 class InvalidCommand(Click2CallError):
-    result = "invalid"
+    result = Result.INVALID
 
 
 class UnknownSubscriber(Click2CallError):
-    result = "unknown_subscriber"
+    result = Result.UNKNOWN_SUBSCRIBER
 
 
 class Forbidden(Click2CallError):
     """Your RabbitMQ user is not in ``PHONET_CLICK2CALL_ALLOWED_USERS``."""
 
-    result = "forbidden"
+    result = Result.FORBIDDEN
 
 
 class NumberNotAllowed(Click2CallError):
-    result = "number_not_allowed"
+    result = Result.NUMBER_NOT_ALLOWED
 
 
 class RateLimited(Click2CallError):
-    result = "rate_limited"
+    result = Result.RATE_LIMITED
 
 
 class NotConnected(Click2CallError):
     """The subscriber's socket was down (or dropped before the PBX answered: then it may
     have been dialed, ``dialed`` None)."""
 
-    result, dialed = "not_connected", None
+    result, dialed = Result.NOT_CONNECTED, None
 
 
 class Expired(Click2CallError):
     """Older than ``PHONET_CLICK2CALL_MAX_AGE`` when its turn came: not dialed."""
 
-    result = "expired"
+    result = Result.EXPIRED
 
 
 class PbxTimeout(Click2CallError):
     """The PBX did not answer in ``PHONET_CLICK2CALL_TIMEOUT``: it may have dialed."""
 
-    result, dialed = "timeout", None
+    result, dialed = Result.TIMEOUT, None
 
 
 class OutcomeUnknown(Click2CallError):
     """A replica that stopped had claimed the command and never answered: maybe dialed."""
 
-    result, dialed = "unknown", None
+    result, dialed = Result.UNKNOWN, None
 
 
 class NoQueue(Click2CallError, LookupError):

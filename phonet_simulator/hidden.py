@@ -17,3 +17,12 @@ class HideKeys(logging.Filter):
         if "apikey=" in message.lower():
             record.msg, record.args = self._KEY.sub(r"\1***", message), None
         return True
+
+
+def quiet(ws_log: logging.Logger) -> None:
+    """The socket log without the key, and without frames: they carry call data (numbers,
+    names), which websockets logs at DEBUG. Only ``phonet-producer simulator --verbose``
+    asks for them (it sets the level before this runs)."""
+    ws_log.addFilter(HideKeys())
+    if ws_log.level == logging.NOTSET:
+        ws_log.setLevel(logging.INFO)

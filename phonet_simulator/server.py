@@ -32,18 +32,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from phonet_simulator.calls import CallFactory, Frame, Quirks, Script, click2call_reply
-from phonet_simulator.hidden import HideKeys
+from phonet_simulator.hidden import quiet
 from phonet_simulator.rest import CallLog, RestServer, staff_of
 
 log = logging.getLogger("phonet_simulator")
 _ws_log = logging.getLogger("phonet_simulator.ws")
 
 
-_ws_log.addFilter(HideKeys())
-# Frames carry call data (numbers, names): at DEBUG websockets would log each one. Only
-# `phonet-producer simulator --verbose` asks for that (handshakes and frames).
-if _ws_log.level == logging.NOTSET:  # the CLI may have set it before this import
-    _ws_log.setLevel(logging.INFO)
+quiet(_ws_log)
 
 PATH = "/live/connector/v3/easy"
 

@@ -4,7 +4,11 @@ on this machine (no Docker engine) and on a laptop with Docker.
 
 Everything a test creates on the broker is named ``test.<run>.…`` and registered with the
 :class:`Janitor`, which deletes it after the test, whatever happened; the last test of the
-session checks that nothing named for this run is left (``tests/e2e/test_zz_clean.py``)."""
+session checks that nothing named for this run is left
+(``tests/e2e/test_nothing_left_on_the_broker.py``, marked ``runs_last``).
+
+Markers registered here (``e2e`` and ``faults`` are in pyproject.toml): ``integration``, set
+on ``tests/integration/`` by its conftest, and ``runs_last``, honoured below."""
 
 from __future__ import annotations
 
@@ -20,6 +24,27 @@ from producer.app.settings import DEFAULT_AMQP_URL
 from producer.broker.link import open_connection
 
 log = logging.getLogger("tests")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "integration: one adapter or the consumer toolkit against a real RabbitMQ, without"
+        " the producer and the simulator end to end",
+    )
+    config.addinivalue_line(
+        "markers", "runs_last: runs after every other test of the session (the broker check)"
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``runs_last`` go to the end, whatever order the rest was collected in
+    (trylast: after any other hook reordered the items)."""
+    last = [item for item in items if item.get_closest_marker("runs_last") is not None]
+    for item in last:
+        items.remove(item)
+    items.extend(last)
 
 
 def _testcontainers_url() -> tuple[str, object] | None:
@@ -123,6 +148,12 @@ async def janitor(amqp_url: str) -> AsyncIterator[Janitor]:
 def exchange_name(janitor: Janitor) -> str:
     """A fresh exchange per test, so tests never see each other's messages."""
     return janitor.exchange(broker_name("events"))
+
+
+@pytest.fixture
+def command_queue(janitor: Janitor) -> str:
+    """A fresh click2call queue name per test; the janitor deletes the queue afterwards."""
+    return janitor.queue(broker_name("click2call"))
 
 
 @pytest.fixture

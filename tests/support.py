@@ -1,22 +1,67 @@
-"""Helpers shared by the end-to-end tests: a consuming collector and an ops HTTP client."""
+"""Helpers shared by the test suites: the repository root and the vendor's sample frame
+(unit and e2e), the producer's AsyncAPI document as schemas, a consuming collector and an
+ops HTTP client (integration and e2e), and log records checked for leaked secrets."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import aio_pika
+import jsonschema
 import orjson
+import yaml
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
 
 from phonet_simulator import PhonetSimulator
+from phonet_simulator.calls import VENDOR_SAMPLE
 from producer.app.service import Producer
 from producer.app.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository's root (README.md, producer/, consumers_examples/)."""
+
+SAMPLE = VENDOR_SAMPLE
+"""The vendor's documented ``call.dial`` frame."""
+
+
+def frame(**changes: object) -> bytes:
+    """:data:`SAMPLE` as JSON bytes with ``changes`` (a value of ``...`` drops the field)."""
+    data = dict(SAMPLE)
+    for key, value in changes.items():
+        if value is ...:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return orjson.dumps(data)
+
+
+def call(event: str = "call.dial", **changes: object) -> dict[str, object]:
+    """:data:`SAMPLE` as a frame's data, with another ``event`` and ``changes``."""
+    return {**SAMPLE, "event": event, **changes}
+
+
+def leaked(records: list[logging.LogRecord], secrets: list[str]) -> list[str]:
+    """Log records whose message, arguments, extras or traceback hold one of ``secrets``."""
+    found = []
+    for record in records:
+        text = " ".join(
+            (record.getMessage(), repr(record.args), str(record.__dict__), record.exc_text or "")
+        )
+        if any(secret in text for secret in secrets):
+            found.append(f"{record.name} {record.levelname}: {record.getMessage()[:120]}")
+    return found
 
 
 @dataclass
@@ -306,6 +351,86 @@ class Service:
         if self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+
+
+# --- the producer's AsyncAPI document --------------------------------------------------------
+
+DOC_PATH = ROOT / "producer" / "asyncapi.yaml"
+WORD = r"(?:[A-Za-z0-9_@+\-]|%[0-9A-F]{2})+"
+
+
+@cache
+def document() -> dict[str, Any]:
+    """producer/asyncapi.yaml, parsed."""
+    return yaml.safe_load(DOC_PATH.read_text())  # type: ignore[no-any-return]
+
+
+def validator(pointer: str) -> jsonschema.Draft7Validator:
+    """A validator for the schema at ``pointer`` (a ``#/components/...`` reference) of the
+    document."""
+    registry = Registry().with_resource(
+        "urn:asyncapi", Resource.from_contents(document(), default_specification=DRAFT7)
+    )
+    return jsonschema.Draft7Validator({"$ref": f"urn:asyncapi{pointer}"}, registry=registry)
+
+
+def message_schemas(
+    name: str,
+) -> tuple[jsonschema.Draft7Validator | None, jsonschema.Draft7Validator]:
+    """The validators of message ``name``'s headers (None when it has none) and payload."""
+    message = document()["components"]["messages"][name]
+    headers = message.get("headers")
+    payload = message["payload"]
+    base = f"#/components/messages/{name}"
+    return (
+        validator(f"{base}/headers") if headers else None,
+        validator(f"{base}/payload") if payload else jsonschema.Draft7Validator({}),
+    )
+
+
+def address_pattern(channel: str) -> re.Pattern[str]:
+    """The channel's address with parameters as escaped routing words (event: 1+ words)."""
+    address = document()["channels"][channel]["address"]
+    enums = document()["channels"][channel].get("parameters", {})
+
+    def parameter(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if "enum" in enums.get(name, {}):
+            return "(?:" + "|".join(map(re.escape, enums[name]["enum"])) + ")"
+        return rf"{WORD}(?:\.{WORD})*" if name == "event" else WORD
+
+    return re.compile(re.sub(r"\\\{(\w+)\\\}", parameter, re.escape(address)))
+
+
+def channel_of(routing_key: str) -> str:
+    for channel in ("invalidFrames", "click2callOutcomes", "gaps", "historyCalls", "activeCalls"):
+        if address_pattern(channel).fullmatch(routing_key):
+            return channel
+    return "callEvents"
+
+
+MESSAGE_OF = {
+    "callEvents": "callEvent",
+    "invalidFrames": "invalidFrame",
+    "click2callOutcomes": "click2callOutcome",
+    "gaps": "gap",
+    "historyCalls": "historyCall",
+    "activeCalls": "activeCall",
+}
+
+
+def check(message: Received, name: str) -> None:
+    """``message`` (as a consumer received it) is a valid ``name`` of the document."""
+    headers, payload = message_schemas(name)
+    if headers is not None:
+        errors = [e.message for e in headers.iter_errors(message.headers)]
+        assert errors == [], (name, message.routing_key, message.headers, errors)
+    if name != "invalidFrame":
+        data = orjson.loads(message.body)
+        errors = [e.message for e in payload.iter_errors(data)]
+        assert errors == [], (name, message.routing_key, data, errors)
+    assert message.content_type == "application/json"
+    assert message.message_id
 
 
 __all__ = ["Collector", "Producer", "Received", "http_get", "metric_value", "producer_settings"]

@@ -11,7 +11,7 @@ that group: :class:`~producer.phonet.settings.PhonetSettings`,
 :class:`ServiceSettings` here. :func:`load_settings` builds them all and raises
 :class:`~producer.core.errors.ConfigError` with one line per problem, every problem of
 every group at once, each naming its variable, values never echoed. The README's tables
-are checked against these fields (``tests/unit/app/test_settings.py``).
+are checked against these fields (``tests/unit/producer/app/test_settings.py``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ in aiormq/pamqp's generic per-message publish path (a lock, a queue hand-off and
 reflective property marshalling for every message). The publisher encodes a whole batch
 of envelopes here in one pass and hands the bytes to aiormq's connection writer as one frame
 group (see :mod:`producer.broker.link`); confirmations still go through aiormq. Only what
-``basic.publish`` needs is implemented; ``tests/unit/test_wire.py`` checks every byte
-against pamqp's decoder.
+``basic.publish`` needs is implemented; ``tests/unit/producer/broker/test_wire.py`` checks
+every byte against pamqp's decoder.
 
 Frame layout (AMQP 0-9-1 §4.2.3): ``type:u8 channel:u16 size:u32 payload frame-end:0xCE``;
 method frame ``Basic.Publish`` (class 60, method 40); content header (class 60, weight 0,

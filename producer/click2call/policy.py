@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from producer.core.errors import Forbidden, NumberNotAllowed, RateLimited
+from producer.core.pacing import TokenBucket
 
 BURST_SECONDS = 10.0
 """The bucket holds this many seconds' worth of commands: a person clicking through a
@@ -34,12 +35,6 @@ list is not slowed, a script dialing a range is."""
 
 KEEP_DIGITS = 4
 MAX_SENDER = 64
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
 
 
 @dataclass
@@ -50,7 +45,7 @@ class RateLimiter:
 
     per_minute: float
     capacity: float = 0.0
-    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _buckets: dict[str, TokenBucket] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.capacity:
@@ -67,14 +62,8 @@ class RateLimiter:
             return True
         bucket = self._buckets.get(subscriber)
         if bucket is None:
-            bucket = self._buckets[subscriber] = _Bucket(self.capacity, now)
-        elapsed = max(0.0, now - bucket.updated)
-        bucket.tokens = min(self.capacity, bucket.tokens + elapsed * self.per_minute / 60.0)
-        bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return True
-        return False
+            bucket = self._buckets[subscriber] = TokenBucket(self.per_minute / 60.0, self.capacity)
+        return bucket.take_if_any(now)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the buckets of subscribers no longer configured."""

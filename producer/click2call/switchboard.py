@@ -21,8 +21,8 @@ A command (a :class:`Job`) goes through::
                               socket up ──▶ sending ──▶ awaiting the answer
     answered (success / PBX error) │ socket dropped │ timeout ──▶ answer, then ack; line free
 
-**The rules it keeps** (``tests/unit/test_switchboard.py`` checks them over random
-interleavings against a model broker, a model journal and a model PBX):
+**The rules it keeps** (``tests/unit/producer/click2call/test_switchboard.py`` checks them
+over random interleavings against a model broker, a model journal and a model PBX):
 
 * **one command in flight per socket**: the PBX answers with no request id, so the next
   answer frame on a socket belongs to the one command sent on *that connection* and

@@ -42,7 +42,7 @@ MAX_HEADER_BYTES = 1024
 one AMQP frame (at least 4 KiB, RabbitMQ's default 128 KiB), so they must stay small."""
 ENVELOPE_OVERHEAD = 1024
 """Bytes of memory an envelope takes beyond its body and header strings (objects, dict,
-ids), measured with tracemalloc (``tests/unit/test_envelope.py``)."""
+ids), measured with tracemalloc (``tests/unit/producer/core/test_envelope.py``)."""
 _INT64 = range(-(2**63), 2**63)
 _FRAME_FIELD = {"lg_direction": "lgDirection", "parent_uuid": "parentUuid"}
 

@@ -24,6 +24,8 @@ service's own words and from values the user already sent us (a subscriber, a nu
 
 from __future__ import annotations
 
+from phonet_client.results import Result
+
 
 class PhonetProducerError(Exception):
     """Root of every error this package raises on purpose."""
@@ -53,47 +55,47 @@ class RestUnavailable(PhonetProducerError):
 class CommandError(PhonetProducerError):
     """A click2call command failed; ``result`` is its metric label, ``str()`` the reply text."""
 
-    result = "invalid"
+    result: str = Result.INVALID
 
 
 class InvalidCommand(CommandError):
-    result = "invalid"
+    result: str = Result.INVALID
 
 
 class UnknownSubscriber(CommandError):
-    result = "unknown_subscriber"
+    result: str = Result.UNKNOWN_SUBSCRIBER
 
 
 class Forbidden(CommandError):
-    result = "forbidden"
+    result: str = Result.FORBIDDEN
 
 
 class NumberNotAllowed(CommandError):
-    result = "number_not_allowed"
+    result: str = Result.NUMBER_NOT_ALLOWED
 
 
 class RateLimited(CommandError):
-    result = "rate_limited"
+    result: str = Result.RATE_LIMITED
 
 
 class NotConnected(CommandError):
-    result = "not_connected"
+    result: str = Result.NOT_CONNECTED
 
 
 class CommandExpired(CommandError):
-    result = "expired"
+    result: str = Result.EXPIRED
 
 
 class CommandTimeout(CommandError):
-    result = "timeout"
+    result: str = Result.TIMEOUT
 
 
 class PbxRefused(CommandError):
-    result = "pbx_error"
+    result: str = Result.PBX_ERROR
 
 
 class OutcomeUnknown(CommandError):
     """A replica that stopped had claimed the command (it may have dialed it) and never
     answered: it is not dialed again, and its outcome cannot be known."""
 
-    result = "unknown"
+    result: str = Result.UNKNOWN

@@ -66,21 +66,33 @@ class Backoff:
         return self.failures >= 2
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenBucket:
-    """``rate`` tokens a second, up to ``burst`` saved. :meth:`take` reserves the next
-    token and says how long to wait for it (0 when one is available now), so callers are
-    served in order and never more than ``rate`` a second on average."""
+    """``rate`` tokens a second, up to ``burst`` saved, full at first use. Two ways to
+    spend: :meth:`take` reserves the next token and says how long to wait for it (0 when
+    one is available now), so callers are served in order and never more than ``rate`` a
+    second on average (the handshake gate); :meth:`take_if_any` spends one only when one
+    is there (a rate limit: refused, not delayed)."""
 
     rate: float
     burst: float
     tokens: float = 0.0
     updated: float | None = None
 
-    def take(self, now: float) -> float:
+    def _refill(self, now: float) -> None:
         if self.updated is None:  # first use: a full bucket
             self.tokens, self.updated = self.burst, now
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
         self.updated = now
+
+    def take(self, now: float) -> float:
+        self._refill(now)
         self.tokens -= 1.0
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def take_if_any(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False

@@ -12,7 +12,7 @@ Every envelope is in exactly one state::
     waiting or in flight ──put while full──▶ dropped (``buffer_full``, handed back)
     in flight ──unencodable, or refused alone by the broker──▶ poisoned (handed back)
 
-Invariants (``tests/unit/test_pipeline.py`` checks them over random interleavings):
+Invariants (``tests/unit/producer/publish/test_pipeline.py`` checks them over random interleavings):
 
 * nothing is silently gone: every envelope put is confirmed, handed back as dropped or
   poisoned, or still held;

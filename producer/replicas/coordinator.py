@@ -27,7 +27,7 @@ from producer.core.clock import now as _now
 from producer.core.envelope import Envelope
 from producer.replicas.cover import MARGIN_MS, Cover, DownBook, orphaned_by
 from producer.replicas.handover import Handovers
-from producer.replicas.membership import Beat, Heard, Membership, Roles, digest, ranking
+from producer.replicas.membership import Beat, Heard, Membership, Roles, digest, owner_in, ranking
 from producer.replicas.presence import Presence
 from producer.replicas.standby import StandbyWindow
 from producer.telemetry.logs import BurstLog
@@ -88,6 +88,7 @@ class Coordinator:
         self.handovers = Handovers(grace)
         self._recompute = True
         self._live: frozenset[str] = frozenset()
+        self._older_live: frozenset[str] = frozenset()  # its owners may still hand over
         self._assigned = False
         self._held_applied = False
         self._first_roles = asyncio.Event()
@@ -316,6 +317,7 @@ class Coordinator:
         # roles stay rather than this replica taking every subscriber; alone at start
         # (no broker), it acts alone after startup_limit.
         gone, before_live = self._live - live, self._live
+        older_live, self._older_live = self._older_live, before_live
         self._recompute, self._live = False, live
         self.view = digest([*sorted(live), self.membership.roster])
         before, self.roles = (
@@ -340,13 +342,13 @@ class Coordinator:
         universe = set(self.universe)
         handed &= universe  # a removed subscriber is just closed
         stepped = (before.standby - self._standby - self._owned) & universe
-        self.handovers.start(handed, stepped, now, lambda s: _first(live, s))
+        self.handovers.start(handed, stepped, now, lambda s: owner_in(live, s))
         self.downs.keep_only(self._owned)  # handed over, or no longer in the list
         now_ms = time.time_ns() // 1_000_000
         for subscriber in self._owned - before.owned:
             if not self.is_up(subscriber):  # covered by its standby until it is up
                 self.downs.down(subscriber, now_ms)
-        self._replay_after_deaths(died, before_live, taken)
+        self._replay_after_deaths(died, (before_live, older_live), taken)
         for subscriber in self._owned:
             self.window.forget(subscriber)
         self.metrics.owned.set(len(self._owned))
@@ -366,14 +368,15 @@ class Coordinator:
         self._held_applied = True
 
     def _replay_after_deaths(
-        self, died: dict[str, int], before_live: frozenset[str], taken: set[str]
+        self, died: dict[str, int], views: tuple[frozenset[str], ...], taken: set[str]
     ) -> None:
-        """:func:`.cover.orphaned_by` (``died``: replica → when last heard, wall ms)."""
+        """:func:`.cover.orphaned_by` (``died``: replica → when last heard, wall ms), in
+        this view and the one before."""
         if not died:
             return
         kept = (self._standby | set(self.handovers.stepping)) - self._owned - taken
         since_ms = min(died.values()) - self.cover.lookback_ms
-        for subscriber in orphaned_by(set(died), before_live, kept):
+        for subscriber in orphaned_by(set(died), views, kept):
             replay = self.window.between(subscriber, since_ms, None)
             for envelope in replay:
                 self.publish(envelope)
@@ -390,8 +393,3 @@ class Coordinator:
         order += [s for s in self.universe if s in standby]
         order += [s for s in self.handovers.held() if s not in owned and s not in standby]
         await self.hold(order)
-
-
-def _first(live: frozenset[str], subscriber: str) -> str:
-    ranked = ranking(live, subscriber)
-    return ranked[0] if ranked else ""

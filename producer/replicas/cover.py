@@ -169,13 +169,19 @@ class Cover:
         self.covering.pop(subscriber, None)
 
 
-def orphaned_by(died: Set[str], before: Set[str], kept: Iterable[str]) -> list[str]:
+def orphaned_by(died: Set[str], views: Iterable[Set[str]], kept: Iterable[str]) -> list[str]:
     """Of the subscribers this replica keeps a window of (``kept``: stood by for, or
-    stepping down from, and not taken over), those whose owner in the ``before`` view
-    ``died`` (vanished, not left). Their windows are published since shortly before the
-    death: the new owner replays its own window, but it may have opened its socket only
-    just now (it joined, or stood by for another owner a moment ago), and what reached
-    only this replica's socket would be lost."""
+    stepping down from, and not taken over), those whose owner ``died`` (vanished, not
+    left) in any of ``views``: the live replicas before this change, and before the one
+    before — an owner that dies while it hands a subscriber over (the new owner only just
+    joined) was its owner one view ago, and the fault suite lost what reached only it.
+    Their windows are published since shortly before the death: the new owner replays its
+    own window, but it may have opened its socket only just now, and what reached only
+    this replica's socket would be lost."""
     if not died:
         return []
-    return [s for s in sorted(kept) if (ranked := ranking(before, s)) and ranked[0] in died]
+    return [
+        s
+        for s in sorted(kept)
+        if any((ranked := ranking(view, s)) and ranked[0] in died for view in views)
+    ]

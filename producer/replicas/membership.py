@@ -63,6 +63,12 @@ def ranking(replicas: Iterable[str], subscriber: str) -> list[str]:
     return sorted(replicas, key=lambda r: (weight(r, subscriber), r), reverse=True)
 
 
+def owner_in(live: Iterable[str], subscriber: str) -> str:
+    """The owner of ``subscriber`` among ``live`` replicas ("" when none is live)."""
+    ranked = ranking(live, subscriber)
+    return ranked[0] if ranked else ""
+
+
 def digest(items: Iterable[str]) -> str:
     """A short digest of ``items`` in the given order (a roster, settings, a view)."""
     h = hashlib.blake2b(digest_size=8)

@@ -28,6 +28,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from phonet_client.results import Result
 from producer import __version__
 from producer.core.events import KNOWN_EVENTS, InvalidReason
 from producer.telemetry.click2call import Click2CallMetrics
@@ -57,19 +58,8 @@ PUBLISHED_LABELS = (*EVENT_LABELS, "click2call", "gap", "history", "active")
 """``event`` label values of what the event pipeline publishes: frames, click2call outcomes,
 gaps and what the REST API filled in (missed and in-progress calls). click2call replies are
 published over the command connection, not counted here."""
-CLICK2CALL_RESULTS = (
-    "success",
-    "pbx_error",
-    "invalid",
-    "unknown_subscriber",
-    "forbidden",
-    "number_not_allowed",
-    "rate_limited",
-    "not_connected",
-    "timeout",
-    "expired",
-    "unknown",
-)
+CLICK2CALL_RESULTS = tuple(result.value for result in Result)
+"""``result`` label values: the documented results (:mod:`phonet_client.results`)."""
 CONNECT_FAILURES = ("refused", "dns", "timeout", "tls", "auth", "vhost", "other")
 SOCKET_FAILURES = ("auth", "http", "timeout", "network", "other")
 LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

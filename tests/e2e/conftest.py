@@ -11,7 +11,7 @@ from aio_pika.abc import AbstractConnection
 
 from phonet_simulator import PhonetSimulator, Quirks
 from producer.app.service import Producer
-from tests.conftest import Janitor, broker_name
+from tests.conftest import Janitor
 from tests.proxy import TcpProxy
 from tests.support import Collector, RpcClient, Service, producer_settings, until
 
@@ -21,14 +21,10 @@ StartProducer = Callable[..., Awaitable[Producer]]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``e2e`` marker on every test here (``-m "not e2e"`` leaves them out)."""
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-    # The broker check runs last, whatever order the rest was collected in.
-    last = [item for item in items if item.fspath.basename == "test_zz_clean.py"]
-    for item in last:
-        items.remove(item)
-    items.extend(last)
 
 
 @pytest.fixture(autouse=True)
@@ -48,12 +44,6 @@ async def sim() -> AsyncIterator[PhonetSimulator]:
 async def collector(amqp: AbstractConnection, exchange_name: str) -> Collector:
     """Every message published on the test's exchange."""
     return await Collector(amqp, exchange_name).start()
-
-
-@pytest.fixture
-def command_queue(janitor: Janitor) -> str:
-    """A fresh click2call queue name per test; the janitor deletes the queue afterwards."""
-    return janitor.queue(broker_name("click2call"))
 
 
 @pytest.fixture

@@ -8,49 +8,32 @@ the library's to log, and never costs more than that one message.
    event each round. Replies are now published over the command connection
    (:mod:`producer.click2call.answers`), out of the events' way, and given up there after
    a few refusals.
+
+The seams alone on a real channel, without producer or simulator (the fast path's return
+hook, a return after its session ended): ``tests/integration/producer/``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 from typing import Any
 
 import aio_pika
-import aiormq
 import orjson
 import pytest
 from aio_pika.abc import AbstractConnection
-from pamqp import commands as spec
 
 from phonet_simulator import PhonetSimulator
-from producer.broker.fastpath import FastPath, Returned
-from producer.publish.pipeline import Pipeline
-from producer.publish.publisher import Publisher
-from producer.telemetry.metrics import Metrics
-from tests.conftest import Janitor, broker_name
+from producer.broker.fastpath import FastPath
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
-from tests.support import Collector, until
-from tests.unit.test_events import SAMPLE
+from tests.support import SAMPLE, Collector, leaked, until
 
 NUMBERS = ("+380567777777", "380567777777", "+38099")  # the sample's, and the frames' below
 
 
 def value(producer: Any, name: str, labels: dict[str, str] | None = None) -> float:
     return producer.metrics.registry.get_sample_value(name, labels or {}) or 0.0
-
-
-def leaked(records: list[logging.LogRecord], secrets: list[str]) -> list[str]:
-    """Log records whose message, arguments, extras or traceback hold one of ``secrets``."""
-    found = []
-    for record in records:
-        text = " ".join(
-            (record.getMessage(), repr(record.args), str(record.__dict__), record.exc_text or "")
-        )
-        if any(secret in text for secret in secrets):
-            found.append(f"{record.name} {record.levelname}: {record.getMessage()[:120]}")
-    return found
 
 
 def frames() -> tuple[str, list[str]]:
@@ -135,78 +118,6 @@ async def test_without_the_hook_aiormq_logs_returns_without_their_body(
     assert unhandled  # the repeats: aiormq keeps one delivery tag per message id
     assert "bytes withheld" in unhandled[0].getMessage()
     assert leaked(caplog.records, [repeated, *distinct, '"displayName"', *NUMBERS]) == []
-
-
-async def test_the_hook_hands_over_each_return_in_order_without_its_body(
-    amqp: AbstractConnection, janitor: Janitor
-) -> None:
-    """The seam itself, on a raw aiormq channel: two publishes with one message id to an
-    exchange nothing is bound to come back as two returns naming that id, and their
-    confirmations resolve with the acks (aiormq no longer matches returns)."""
-    exchange = janitor.exchange(broker_name("returns"))
-    channel = await amqp.channel(publisher_confirms=True, on_return_raises=False)
-    await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-    raw = await channel.get_underlay_channel()
-    got: list[Returned] = []
-    fast = FastPath.attach(raw, got.append)
-    assert fast is not None
-    results = [
-        await raw.basic_publish(
-            b'{"num": "+380991112233"}',
-            exchange=exchange,
-            routing_key=f"call.dial.{n}",
-            properties=spec.Basic.Properties(message_id="same"),
-            mandatory=True,
-        )
-        for n in range(2)
-    ]
-    assert [type(r) for r in results] == [spec.Basic.Ack, spec.Basic.Ack]
-    assert got == [
-        Returned(message_id="same", reply_code=312, exchange=exchange, routing_key=f"call.dial.{n}")
-        for n in range(2)
-    ]
-    await channel.close()
-
-
-async def test_a_return_after_its_session_ended_is_counted_apart(
-    amqp: AbstractConnection, janitor: Janitor, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Broker-link churn: a return arrives for a session the publisher already gave up.
-    It matches nothing: counted in phonet_events_returned_unmatched_total, said once at
-    INFO without its body, never counted as returned or published."""
-    caplog.set_level(logging.DEBUG)
-    exchange = janitor.exchange(broker_name("churn"))
-    channel = await amqp.channel(publisher_confirms=True, on_return_raises=False)
-    await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-    raw = await channel.get_underlay_channel()
-    assert isinstance(raw, aiormq.Channel)
-    metrics = Metrics()
-    publisher = Publisher(
-        Pipeline(max_events=10, max_bytes=10**6, window=10), metrics, publish_timeout=30.0
-    )
-    loop = asyncio.get_running_loop()
-    lost: asyncio.Future[None] = loop.create_future()
-    session = loop.create_task(publisher.run(raw, lost))
-    await until(lambda: publisher.pipeline.session == 1, what="session began (hook on)")
-    session.cancel()
-    await asyncio.wait([session])
-    await publisher.end_session(refused=False)
-    body = b'{"num": "+380991112233"}'
-    for _ in range(2):  # a late return of the dead session (same channel, as in churn)
-        await raw.basic_publish(
-            body,
-            exchange=exchange,
-            routing_key="call.dial.001",
-            properties=spec.Basic.Properties(message_id="late"),
-            mandatory=True,
-        )
-    sample = metrics.registry.get_sample_value
-    assert sample("phonet_events_returned_unmatched_total") == 2
-    assert sample("phonet_events_returned_total", {"event": "call.dial"}) == 0
-    said = [r for r in caplog.records if "no publish awaits" in r.getMessage()]
-    assert [r.levelname for r in said] == ["INFO"]  # once per burst
-    assert leaked(caplog.records, [body.decode(), "+380991112233"]) == []
-    await channel.close()
 
 
 # --- 2. a reply queue that refuses every reply -----------------------------------------

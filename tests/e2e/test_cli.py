@@ -16,6 +16,7 @@ from tests.conftest import Janitor, broker_name
 from tests.e2e.conftest import SUBSCRIBERS
 from tests.support import (
     BASE_ENV,
+    SAMPLE,
     Collector,
     Service,
     http_get,
@@ -23,7 +24,6 @@ from tests.support import (
     service_env,
     until,
 )
-from tests.unit.test_events import SAMPLE
 
 
 async def run(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int, str, str]:

@@ -24,8 +24,7 @@ from phonet_client import (
 )
 from phonet_simulator import PhonetSimulator, Reply
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
-from tests.support import until
-from tests.unit.test_events import SAMPLE
+from tests.support import SAMPLE, until
 
 pytestmark = pytest.mark.e2e
 
@@ -92,17 +91,6 @@ async def test_an_allowed_user_sets_user_id_and_the_pbx_refusal_is_pbx_refused(
         await Click2Call(amqp, command_queue, user_id="guest").call("002", "380991234567")
     assert caught.value.dialed is True
     assert len(sim.actions) == 1
-
-
-async def test_no_producer_is_no_reply_in_time(
-    amqp: AbstractConnection, command_queue: str
-) -> None:
-    channel = await amqp.channel()
-    await channel.declare_queue(command_queue, durable=True)  # nobody consumes it
-    with pytest.raises(NoReply) as caught:
-        await Click2Call(amqp, command_queue).call("001", "380991234567", timeout=0.5)
-    assert isinstance(caught.value, TimeoutError)
-    assert caught.value.dialed is None
 
 
 async def test_a_consumer_reads_the_exchange_with_the_toolkit(

@@ -23,10 +23,9 @@ from aio_pika.abc import AbstractConnection
 from phonet_simulator import PhonetSimulator
 from producer.app.service import Producer
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
-from tests.e2e.test_pipeline import call
 from tests.hostile import publish_raw, timestamp_2_63
 from tests.proxy import TcpProxy
-from tests.support import Collector, RpcClient, until
+from tests.support import Collector, RpcClient, call, until
 
 NUMBER = "380991234567"
 

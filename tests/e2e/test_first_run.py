@@ -4,7 +4,6 @@ and replica answers, logs worth reading."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
@@ -13,7 +12,7 @@ import pytest
 
 from phonet_simulator import PhonetSimulator
 from producer import __version__
-from producer.broker.link import SLOW_RETRY, connect_problem
+from producer.broker.link import SLOW_RETRY
 from tests.e2e.conftest import StartProducer
 from tests.support import BASE_ENV, http_get, until
 
@@ -86,17 +85,6 @@ def value(producer: object, reason: str) -> float:
     return float(sample or 0.0)
 
 
-def test_connect_problems_are_told_apart_by_the_exception_alone() -> None:
-    import socket
-
-    from aiormq.exceptions import AMQPConnectionError
-
-    assert connect_problem(TimeoutError()).kind == "timeout"
-    assert connect_problem(socket.gaierror(socket.EAI_NONAME, "x")).kind == "dns"
-    assert connect_problem(AMQPConnectionError(111, "Connect call failed")).kind == "refused"
-    assert connect_problem(RuntimeError("odd")).kind == "other"
-
-
 async def test_readyz_names_the_build_and_the_replica(
     sim: PhonetSimulator, start_producer: StartProducer
 ) -> None:
@@ -141,13 +129,3 @@ async def test_simulator_logs_are_plain_lines() -> None:
     for line in lines:
         assert "asctime=" not in line
         assert " object at 0x" not in line
-
-
-def test_log_extras_skip_objects_and_the_formatters_own_fields() -> None:
-    from producer.telemetry.logs import TextFormatter
-
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
-    record.websocket = object()
-    record.subscriber = "001"
-    text = TextFormatter().format(record)
-    assert text.endswith("x: hello subscriber=001")

@@ -15,8 +15,7 @@ from phonet_client.history import History
 from phonet_simulator import PhonetSimulator
 from tests.conftest import Janitor, broker_name
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
-from tests.support import http_get, until
-from tests.unit.test_events import SAMPLE
+from tests.support import SAMPLE, http_get, until
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,7 @@ from phonet_simulator import PhonetSimulator
 from producer.broker.link import open_connection
 from tests.conftest import PREFIX
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
-from tests.e2e.test_pipeline import call
-from tests.support import Collector, RpcClient
+from tests.support import ROOT, Collector, RpcClient, call
 
 README_PRODUCER = (
     r"^(phonet\.events(\.presence)?|phonet\.click2call(\.journal)?|amq\.gen-.*)$",
@@ -70,8 +69,6 @@ async def make_user(amqp_url: str) -> AsyncIterator[MakeUser]:
 
 def readme_lines() -> dict[str, tuple[str, str, str]]:
     """The ``rabbitmqctl set_permissions`` lines of the README's Security section."""
-    from tests.unit.test_config import ROOT
-
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     found = re.findall(
         r"rabbitmqctl set_permissions -p / (\S+) '([^']*)' '([^']*)' '([^']*)'", text

@@ -11,14 +11,9 @@ from aio_pika.abc import AbstractConnection
 
 from phonet_simulator import PhonetSimulator, Quirks
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
-from tests.support import Collector, http_get, metric_value, until
-from tests.unit.test_events import SAMPLE
+from tests.support import SAMPLE, Collector, call, http_get, metric_value, until
 
 EMAIL = "ivan.petrov@example.com"
-
-
-def call(event: str = "call.dial", **changes: object) -> dict[str, object]:
-    return {**SAMPLE, "event": event, **changes}
 
 
 async def test_event_lands_with_the_documented_contract(

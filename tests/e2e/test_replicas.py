@@ -17,9 +17,8 @@ from aio_pika.abc import AbstractConnection
 from phonet_simulator import PhonetSimulator
 from producer.app.service import Producer
 from tests.e2e.conftest import StartProducer
-from tests.e2e.test_pipeline import call
 from tests.proxy import TcpProxy
-from tests.support import Collector, RpcClient, Service, http_get, service_env, until
+from tests.support import Collector, RpcClient, Service, call, http_get, service_env, until
 
 SUBS = [f"{n:03d}" for n in range(1, 13)]
 uuids = itertools.count()

@@ -14,9 +14,18 @@ import pytest
 from phonet_simulator import PhonetSimulator
 from producer.app.service import Producer
 from tests.e2e.conftest import StartProducer
-from tests.e2e.test_contract import MESSAGE_OF, address_pattern, channel_of, check
-from tests.e2e.test_pipeline import call
-from tests.support import Collector, RpcClient, http_get, metric_value, until
+from tests.support import (
+    MESSAGE_OF,
+    Collector,
+    RpcClient,
+    address_pattern,
+    call,
+    channel_of,
+    check,
+    http_get,
+    metric_value,
+    until,
+)
 
 FAST = (0.2, 0.6, 1.2)
 LEG = {"id": 1, "type": 1, "displayName": "Agent 001", "ext": "001"}

@@ -13,7 +13,6 @@ import pytest
 
 from phonet_simulator import PhonetSimulator, Quirks
 from producer.app.service import Producer
-from producer.cli.main import fd_limit_problem
 from producer.phonet import SubscriberSocket
 from tests.support import Collector, http_get, metric_value, producer_settings, until
 
@@ -81,25 +80,6 @@ async def test_a_storm_comes_back_through_the_gate_and_the_rest_keep_flowing(
         _, _, body = await http_get(producer.http.port, "/metrics")
         assert metric_value(body.decode(), "phonet_ws_sockets_up") == 41
         assert body.count(b"phonet_ws_connected{") == 41
-
-
-@pytest.mark.parametrize(
-    ("limit", "subscribers", "problem"),
-    [
-        pytest.param(1024, 500, False, id="enough"),
-        pytest.param(1024, 800, True, id="too-few-for-800"),
-        pytest.param(20000, 10_000, False, id="ten-thousand"),
-        pytest.param(10_100, 10_000, True, id="no-room-beside-the-sockets"),
-    ],
-)
-def test_a_low_open_files_limit_is_said_plainly(
-    limit: int, subscribers: int, problem: bool
-) -> None:
-    said = fd_limit_problem(limit, subscribers)
-    assert (said is not None) is problem
-    if said:
-        assert str(limit) in said
-        assert "ulimit -n" in said
 
 
 async def test_scrapes_while_the_subscribers_change_are_whole_and_counts_exact(

@@ -21,9 +21,8 @@ from aio_pika.abc import AbstractConnection
 
 from phonet_simulator import PhonetSimulator
 from tests.e2e.conftest import SUBSCRIBERS, StartProducer
-from tests.e2e.test_pipeline import call
 from tests.proxy import TcpProxy
-from tests.support import Collector, RpcClient, http_get, metric_value, until
+from tests.support import Collector, RpcClient, call, http_get, metric_value, until
 
 UA = "+380991234567"
 

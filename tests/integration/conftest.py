@@ -1,0 +1,22 @@
+"""Fixtures for integration tests: one adapter (or the consumer toolkit) against the real
+broker, without the producer and the simulator end to end. The broker, the janitor and a
+test-side connection come from ``tests/conftest.py``."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Janitor
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``integration`` marker on every test here (``-m integration`` runs them alone)."""
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _broker_janitor(janitor: Janitor) -> Janitor:
+    """First fixture of every integration test, so its cleanup runs after everything else."""
+    return janitor
