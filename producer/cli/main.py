@@ -19,9 +19,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+
 from producer import __version__
-from producer.app.settings import load_settings, retired_in_environment
+from producer.app.settings import Settings, load_settings, retired_in_environment
 from producer.core.errors import ConfigError, SpoolError
+from producer.core.rules import mask_url
 from producer.telemetry.logs import setup_logging
 
 
@@ -29,7 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phonet-producer",
         description="Phonet PBX call events into a RabbitMQ topic exchange. Without a "
-        "command it runs the service, configured by environment variables (see README).",
+        "command it runs the service, configured by environment variables.",
+        epilog="Settings: `phonet-producer settings` lists every environment variable with "
+        "its default; the README's Configuration section explains them (PHONET_DOMAIN, "
+        "PHONET_API_KEY and PHONET_SUBSCRIBERS are required).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command")
@@ -41,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--calls-per-second", type=float, default=1.0)
     demo.add_argument("--exchange", default="phonet.events")
     demo.add_argument("--click2call-queue", default="phonet.click2call")
+
+    commands.add_parser("settings", help="list every setting (environment variable)")
 
     sim = commands.add_parser("simulator", help="run the Phonet simulator alone")
     sim.add_argument("--host", default="127.0.0.1")
@@ -128,6 +136,28 @@ def fd_limit_problem(limit: int, subscribers: int) -> str | None:
     )
 
 
+def settings_text() -> str:
+    """Every setting, group by group: its variable, its default and what it is."""
+    lines: list[str] = []
+    for group in dict.fromkeys(Settings.field_names().values()):
+        lines.append(f"{(group.__doc__ or group.__name__).strip().splitlines()[0]}")
+        for name, field in group.model_fields.items():
+            default = "required" if field.is_required() else _plain(field.default)
+            lines.append(f"  {name.upper():<38} {default:<32} {field.description or ''}")
+    return "\n".join(lines)
+
+
+def _plain(value: object) -> str:
+    """A default as a user writes it (a URL's password masked)."""
+    if value is None:
+        return "(unset)"
+    if isinstance(value, SecretStr):
+        return mask_url(value.get_secret_value())
+    if isinstance(value, tuple):
+        value = ",".join(map(str, value))
+    return str(value) if value != "" else "(empty)"
+
+
 def _simulator_missing() -> bool:
     """True when the simulator is not installed: the image leaves it out (it is a fake PBX
     for the demo and the tests, not part of the service)."""
@@ -145,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("demo", "simulator") and _simulator_missing():
         return 2
+    if args.command == "settings":
+        print(settings_text())
+        return 0
     if args.command == "demo":
         from producer.cli.demo import run_demo
 
