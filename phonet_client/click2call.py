@@ -45,7 +45,7 @@ class Click2CallError(Exception):
     """Whether the PBX may have dialed: False (refused before), True, or None (maybe)."""
 
     def __init__(self, outcome: Click2CallOutcome | None, message: str | None = None) -> None:
-        super().__init__(message or (outcome.message if outcome else None) or self.result)
+        super().__init__(message or (outcome.message if outcome else None) or str(self.result))
         self.outcome = outcome
 
 

@@ -317,7 +317,9 @@ class Coordinator:
         # roles stay rather than this replica taking every subscriber; alone at start
         # (no broker), it acts alone after startup_limit.
         gone, before_live = self._live - live, self._live
-        older_live, self._older_live = self._older_live, before_live
+        older_live = self._older_live  # the view before `before_live`
+        if live != before_live:  # a recompute in the same view keeps the older one
+            self._older_live = before_live
         self._recompute, self._live = False, live
         self.view = digest([*sorted(live), self.membership.roster])
         before, self.roles = (

@@ -4,6 +4,8 @@ table tests."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -269,3 +271,51 @@ async def test_a_subscriber_removed_while_down_leaves_the_heartbeat() -> None:
     coordinator._set_universe(["001"])
     await coordinator._assign(101.0, frozenset({"a"}))
     assert coordinator.downs.report() == ((), None)
+
+
+async def test_a_recompute_in_the_same_view_keeps_the_owner_that_hands_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """r0 and r1 live; r2 joins (r0 starts handing over to it); a heartbeat makes r1
+    recompute with the same three live; then r0 dies. The view r0 owned in ({r0, r1}) is
+    still among the views whose dead owners orphan a subscriber (a recompute used to
+    overwrite it, and r1's windows of what r0 handed over were not replayed)."""
+    from prometheus_client import CollectorRegistry
+
+    from producer.broker.topology import Exchange
+    from producer.replicas import coordinator as module
+    from producer.telemetry.replicas import ReplicaMetrics
+
+    async def hold(_order: list[str]) -> None:
+        return None
+
+    seen: list[tuple[frozenset[str], ...]] = []
+
+    def spy(died: set[str], views: Any, kept: Any) -> list[str]:
+        seen.append(tuple(frozenset(v) for v in views))
+        return []
+
+    monkeypatch.setattr(module, "orphaned_by", spy)
+    coordinator = module.Coordinator(
+        "r1",
+        Exchange("test.presence", "fanout", durable=False),
+        hold=hold,
+        publish=lambda _envelope: None,
+        metrics=ReplicaMetrics(CollectorRegistry()),
+        standby=True,
+        window=10.0,
+        window_bytes=1 << 20,
+        grace=5.0,
+        interval=1.0,
+        timeout=3.0,
+        settings="s",
+    )
+    monkeypatch.setattr(coordinator.membership, "died", lambda _r, _now, wall_ms: wall_ms)
+    coordinator._set_universe([f"{n:03d}" for n in range(24)])
+    old, joined, after = frozenset({"r0", "r1"}), frozenset({"r0", "r1", "r2"}), {"r1", "r2"}
+    await coordinator._assign(100.0, old)
+    await coordinator._assign(101.0, joined)
+    coordinator._recompute = True
+    await coordinator._assign(101.5, joined)  # the same view, recomputed
+    await coordinator._assign(103.0, frozenset(after))  # r0 vanished
+    assert seen == [(joined, old)]
