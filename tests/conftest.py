@@ -7,8 +7,9 @@ Everything a test creates on the broker is named ``test.<run>.…`` and register
 session checks that nothing named for this run is left
 (``tests/e2e/test_nothing_left_on_the_broker.py``, marked ``runs_last``).
 
-Markers registered here (``e2e`` and ``faults`` are in pyproject.toml): ``integration``, set
-on ``tests/integration/`` by its conftest, and ``runs_last``, honoured below."""
+Markers registered here (``e2e`` and ``faults`` are in pyproject.toml): ``integration``; the
+folder markers (``e2e``, ``integration``) are set below by folder, and ``runs_last`` is
+honoured below."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -35,6 +37,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "runs_last: runs after every other test of the session (the broker check)"
     )
+
+
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = ("e2e", "integration")
+"""A test under ``tests/<folder>/`` carries the marker of that name: ``-m "not e2e"`` and
+``-m integration`` select by folder."""
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    folder = item.path.relative_to(TESTS).parts[0]  # this conftest sees only tests/
+    if folder in FOLDER_MARKERS:
+        item.add_marker(folder)
 
 
 @pytest.hookimpl(trylast=True)

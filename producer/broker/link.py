@@ -318,7 +318,7 @@ class BrokerLink:
         works = []
         try:
             for hook in self.session_hooks:
-                works.append((await hook.open(session), getattr(hook, "name", "publisher")))
+                works.append((await hook.open(session), hook.name))
         except BaseException:
             for work, _ in works:  # opened, never started: close the coroutines
                 if asyncio.iscoroutine(work):

@@ -73,7 +73,11 @@ class Session:
 
 
 class SessionHook(Protocol):
-    """A user of a link's connection, one session at a time."""
+    """A user of a link's connection, one session at a time; ``name`` says which in logs
+    and task names."""
+
+    @property
+    def name(self) -> str: ...
 
     async def open(self, session: Session) -> Awaitable[None]:
         """Prepare on the new connection, before the link counts as up (an error here ends

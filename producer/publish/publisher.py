@@ -75,6 +75,8 @@ class Publisher:
     """Publishes the pipeline with confirms, one broker session at a time: the event
     link's first session hook (it declares the events exchange)."""
 
+    name = "publisher"
+
     def __init__(
         self,
         pipeline: Pipeline,

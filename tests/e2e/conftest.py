@@ -20,13 +20,6 @@ SUBSCRIBERS = ("001", "002", "ivan.petrov@example.com")
 StartProducer = Callable[..., Awaitable[Producer]]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The ``e2e`` marker on every test here (``-m "not e2e"`` leaves them out)."""
-    for item in items:
-        if "/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
-
-
 @pytest.fixture(autouse=True)
 def _broker_janitor(janitor: Janitor) -> Janitor:
     """First fixture of every e2e test, so its cleanup runs after everything else."""

@@ -9,13 +9,6 @@ import pytest
 from tests.conftest import Janitor
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The ``integration`` marker on every test here (``-m integration`` runs them alone)."""
-    for item in items:
-        if "/integration/" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
-
-
 @pytest.fixture(autouse=True)
 def _broker_janitor(janitor: Janitor) -> Janitor:
     """First fixture of every integration test, so its cleanup runs after everything else."""

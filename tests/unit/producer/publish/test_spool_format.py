@@ -24,24 +24,7 @@ from producer.publish.spool_format import (
     encode_checkpoint,
     encode_format,
 )
-
-
-def env(seq: int, body: bytes = b'{"event":"call.dial"}', **kw: object) -> Envelope:
-    values: dict[str, object] = {
-        "exchange": "phonet.events",
-        "routing_key": "call.dial.001",
-        "body": body,
-        "message_id": f"m{seq}",
-        "headers": {"subscriber": "001", "server_time_ms": 1473973201000},
-        "type": "call.dial",
-        "timestamp": 1_700_000_000,
-        "label": "call.dial",
-        "kind": "event",
-        "received": 0.0,
-        "seq": seq,
-    }
-    values.update(kw)
-    return Envelope(**values)  # type: ignore[arg-type]
+from tests.unit.producer.publish.spooling import env
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,10 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
+from producer.broker.topology import Exchange
+from producer.replicas.coordinator import Coordinator
 from producer.replicas.cover import (
     MARGIN_MS,
     MAX_REPORTED,
@@ -20,6 +23,7 @@ from producer.replicas.cover import (
 )
 from producer.replicas.membership import PROTOCOL, Beat, Down, ranking
 from producer.replicas.presence import MAX_DOWN, decode, encode
+from producer.telemetry.replicas import ReplicaMetrics
 
 
 def test_a_down_socket_is_reported_until_it_is_back_then_a_few_beats_more() -> None:
@@ -238,20 +242,15 @@ def test_keep_only_forgets_what_is_no_longer_owned() -> None:
     assert len(book) == 1
 
 
-async def test_a_subscriber_removed_while_down_leaves_the_heartbeat() -> None:
-    """Removed from the list while its socket was down: not reported for ever after (past
-    MAX_REPORTED such leftovers, the standbys would cover every subscriber)."""
-    from prometheus_client import CollectorRegistry
-
-    from producer.broker.topology import Exchange
-    from producer.replicas.coordinator import Coordinator
-    from producer.telemetry.replicas import ReplicaMetrics
+def a_coordinator(me: str) -> Coordinator:
+    """A coordinator with no broker, sockets or publishing: its roles are driven by calling
+    ``_assign`` with a live set."""
 
     async def hold(_order: list[str]) -> None:
         return None
 
-    coordinator = Coordinator(
-        "a",
+    return Coordinator(
+        me,
         Exchange("test.presence", "fanout", durable=False),
         hold=hold,
         publish=lambda _envelope: None,
@@ -264,6 +263,12 @@ async def test_a_subscriber_removed_while_down_leaves_the_heartbeat() -> None:
         timeout=3.0,
         settings="s",
     )
+
+
+async def test_a_subscriber_removed_while_down_leaves_the_heartbeat() -> None:
+    """Removed from the list while its socket was down: not reported for ever after (past
+    MAX_REPORTED such leftovers, the standbys would cover every subscriber)."""
+    coordinator = a_coordinator("a")
     coordinator._set_universe(["001", "002"])
     await coordinator._assign(100.0, frozenset({"a"}))
     coordinator.socket_state("002", False, 1000)
@@ -280,14 +285,7 @@ async def test_a_recompute_in_the_same_view_keeps_the_owner_that_hands_over(
     recompute with the same three live; then r0 dies. The view r0 owned in ({r0, r1}) is
     still among the views whose dead owners orphan a subscriber (a recompute used to
     overwrite it, and r1's windows of what r0 handed over were not replayed)."""
-    from prometheus_client import CollectorRegistry
-
-    from producer.broker.topology import Exchange
     from producer.replicas import coordinator as module
-    from producer.telemetry.replicas import ReplicaMetrics
-
-    async def hold(_order: list[str]) -> None:
-        return None
 
     seen: list[tuple[frozenset[str], ...]] = []
 
@@ -296,20 +294,7 @@ async def test_a_recompute_in_the_same_view_keeps_the_owner_that_hands_over(
         return []
 
     monkeypatch.setattr(module, "orphaned_by", spy)
-    coordinator = module.Coordinator(
-        "r1",
-        Exchange("test.presence", "fanout", durable=False),
-        hold=hold,
-        publish=lambda _envelope: None,
-        metrics=ReplicaMetrics(CollectorRegistry()),
-        standby=True,
-        window=10.0,
-        window_bytes=1 << 20,
-        grace=5.0,
-        interval=1.0,
-        timeout=3.0,
-        settings="s",
-    )
+    coordinator = a_coordinator("r1")
     monkeypatch.setattr(coordinator.membership, "died", lambda _r, _now, wall_ms: wall_ms)
     coordinator._set_universe([f"{n:03d}" for n in range(24)])
     old, joined, after = frozenset({"r0", "r1"}), frozenset({"r0", "r1", "r2"}), {"r1", "r2"}
